@@ -1,0 +1,91 @@
+"""Excel-safe CSV cells: formula-injection escaping and RFC 4180 quoting.
+
+Data cells are formatted by PostgreSQL (see CSV_SQL_FUNCTIONS and exports.usage), so that a
+million rows stream at COPY speed; header cells are formatted here. Both apply the same rule,
+and tests/test_csv_cells.py checks that the two agree character for character.
+
+The rule: a text cell whose first character is tab, CR, LF or NUL, or whose first character
+after NFKC normalisation and stripping leading white space is one of = + - @, is written as '
+followed by the original text. Numbers and times are written bare.
+"""
+
+import unicodedata
+
+BOM = "\ufeff"
+FORMULA_LEADERS = "=+-@"
+CONTROL_LEADERS = "\t\r\n\0"
+# Exactly what str.lstrip() strips, so the SQL function below strips the same characters.
+WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+
+
+def needs_formula_escape(text: str) -> bool:
+    if not text:
+        return False
+    if text[0] in CONTROL_LEADERS:
+        return True
+    stripped = unicodedata.normalize("NFKC", text).lstrip(WHITESPACE)
+    return stripped[:1] in tuple(FORMULA_LEADERS)
+
+
+def escape_formula(text: str) -> str:
+    return "'" + text if needs_formula_escape(text) else text
+
+
+def quote_field(text: str) -> str:
+    """RFC 4180: fields holding a comma, a quote, CR or LF are quoted, inner quotes doubled."""
+    if any(ch in text for ch in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def text_line(cells: list[str]) -> str:
+    """One CSV record of text cells (escaped and quoted), ending in LF like PostgreSQL's COPY."""
+    return ",".join(quote_field(escape_formula(str(cell))) for cell in cells) + "\n"
+
+
+def _regex_class(chars: str) -> str:
+    return "".join(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}" for ch in chars)
+
+
+# NUL cannot occur in PostgreSQL text, so the SQL side only checks tab, CR and LF.
+CSV_SQL_FUNCTIONS = rf"""
+CREATE OR REPLACE FUNCTION hub_csv_text(t text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN t ~ '^[\u0009\u000a\u000d]' THEN '''' || t
+    WHEN normalize(t, NFKC) ~ '^[{_regex_class(WHITESPACE)}]*[=+@-]' THEN '''' || t
+    ELSE t
+  END
+$$;
+
+CREATE OR REPLACE FUNCTION hub_csv_decimal(n numeric) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  -- At most 15 significant digits (Excel shows more as text), no trailing zeros, no exponent.
+  SELECT CASE
+    WHEN n IS NULL THEN NULL
+    WHEN n = 0 THEN '0'
+    ELSE trim_scale(round(n, 14 - floor(log(abs(n)))::int))::text
+  END
+$$;
+
+CREATE OR REPLACE FUNCTION hub_csv_time(ts timestamptz, tz text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  -- ISO 8601 with milliseconds: Z in UTC, else the zone's offset at that instant.
+  SELECT CASE
+    WHEN ts IS NULL THEN NULL
+    WHEN tz = 'UTC' THEN to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+    ELSE to_char(ts AT TIME ZONE tz, 'YYYY-MM-DD"T"HH24:MI:SS.MS')
+      || (SELECT CASE WHEN s < 0 THEN '-' ELSE '+' END
+                 || lpad((abs(s) / 3600)::text, 2, '0') || ':'
+                 || lpad((abs(s) % 3600 / 60)::text, 2, '0')
+          FROM (SELECT extract(epoch FROM (ts AT TIME ZONE tz) - (ts AT TIME ZONE 'UTC'))::int
+                AS s) AS offset_seconds)
+  END
+$$;
+"""
+
+DROP_CSV_SQL_FUNCTIONS = """
+DROP FUNCTION IF EXISTS hub_csv_text(text);
+DROP FUNCTION IF EXISTS hub_csv_decimal(numeric);
+DROP FUNCTION IF EXISTS hub_csv_time(timestamptz, text);
+"""

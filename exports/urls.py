@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "exports"
+
+urlpatterns = [
+    path("usage-logs.csv", views.usage_csv, name="usage-csv"),
+]

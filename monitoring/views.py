@@ -1,0 +1,48 @@
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Sum
+from django.shortcuts import redirect, render
+
+from exports.filters import UsageFilterForm, filter_usage, quick_ranges, scope_filters
+from exports.usage import total_tokens_expr
+
+from .choices import usage_filter_choices
+
+
+@login_required
+def home(request):
+    return redirect("dashboard:logs")
+
+
+@login_required
+def usage_logs(request):
+    form = UsageFilterForm(request.GET)
+    applied = form.cleaned_data if form.is_valid() else {}
+    filters = scope_filters(request.user, applied)
+    rows = filter_usage(filters)
+    totals = rows.aggregate(
+        requests=Count("id"), tokens=Sum(total_tokens_expr()), cost=Sum("cost_usd")
+    )
+    paginator = Paginator(rows.select_related("user", "key", "provider"), settings.USAGE_PAGE_SIZE)
+    paginator.count = totals["requests"]  # already counted; spare a second COUNT(*)
+    page = paginator.get_page(request.GET.get("page"))
+    query = {k: v for k, v in request.GET.items() if k != "page" and v != ""}
+    limit = settings.USAGE_EXPORT_MAX_ROWS
+    return render(
+        request,
+        "dashboard/usage_logs.html",
+        {
+            "form": form,
+            "page": page,
+            "totals": totals,
+            "choices": usage_filter_choices(request.user),
+            "query": urlencode(query),
+            "quick_ranges": [(label, int(start.timestamp() * 1000)) for label, start in quick_ranges()],
+            "exclude_200": filters.get("exclude_status_200", False),
+            "export_limit": limit,
+            "export_truncated": limit is not None and totals["requests"] > limit,
+        },
+    )
