@@ -61,6 +61,10 @@ class ProviderEndpoint(models.Model):
         max_length=32, choices=ProbeErrorType.choices, blank=True
     )
     last_probe_error_message = models.TextField(blank=True)
+    # When the prober should probe next. Probers claim due rows with SELECT ... FOR UPDATE SKIP
+    # LOCKED and push this forward in the same transaction, so several probers on several hosts
+    # probe each endpoint once per interval (see monitoring/prober.py). Null: due now.
+    next_probe_at = models.DateTimeField(_("next probe at"), null=True, blank=True, db_index=True)
 
     class Meta:
         verbose_name = _("provider endpoint")
