@@ -164,3 +164,15 @@ SESSION_DETAILS_RETENTION_DAYS = env.int("SESSION_DETAILS_RETENTION_DAYS", defau
 
 # --- Probes -------------------------------------------------------------------------------
 PROBE_LOG_RETENTION_DAYS = env.int("PROBE_LOG_RETENTION_DAYS", default=1)
+# Defaults of `manage.py probe_endpoints` (its options override them) and of "Probe now".
+PROBE_METHOD = env.str("PROBE_METHOD", default="tcp")  # tcp | head | get
+PROBE_TIMEOUT_MS = env.int("PROBE_TIMEOUT_MS", default=5000)
+PROBE_INTERVAL_S = env.float("PROBE_INTERVAL_S", default=60)
+# The shorter interval of an endpoint whose last probe timed out.
+PROBE_TIMEOUT_INTERVAL_S = env.float("PROBE_TIMEOUT_INTERVAL_S", default=10)
+# Each next probe lands within +/- this fraction of its interval, so probes spread out.
+PROBE_JITTER = env.float("PROBE_JITTER", default=0.1)
+PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", default=10)
+PROBE_PRUNE_BATCH = env.int("PROBE_PRUNE_BATCH", default=5000)
+# Seconds between refreshes of the probe terminal on an endpoint's page.
+PROBE_TERMINAL_REFRESH_S = env.int("PROBE_TERMINAL_REFRESH_S", default=5)
