@@ -9,11 +9,12 @@ memory: Python only relays blocks of bytes.
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import BigIntegerField, Case, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from psycopg import ClientCursor
 
 from .audit import Kind, start_audit
 from .csvfile import BOM, text_line
@@ -102,10 +103,14 @@ class UsageCsvSource:
 
     def __iter__(self):
         yield self.head
-        statement = f"COPY ({self.sql}) TO STDOUT WITH (FORMAT csv)"
-        with connection.cursor() as cursor:
-            pg_cursor = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
-            with pg_cursor.copy(statement, self.params) as copy:
+        connection.ensure_connection()
+        statement = ClientCursor(connection.connection).mogrify(
+            f"COPY ({self.sql}) TO STDOUT WITH (FORMAT csv)", self.params
+        )
+        # atomic(): closing the stream early cancels the COPY, which aborts the transaction it
+        # ran in; the exception unwinding through here rolls that back (or its savepoint).
+        with transaction.atomic(), connection.cursor() as cursor:
+            with cursor.copy(statement) as copy:
                 buffer, size = [], 0
                 for block in copy:
                     buffer.append(block)
@@ -115,7 +120,7 @@ class UsageCsvSource:
                         buffer, size = [], 0
                 if buffer:
                     yield b"".join(buffer)
-            self.rows = pg_cursor.rowcount
+            self.rows = cursor.rowcount
 
 
 @dataclass

@@ -82,7 +82,8 @@ class MessageRequestFactory(factory.django.DjangoModelFactory):
 
     created_at = factory.Sequence(lambda n: datetime(2026, 1, 29, 10, 30, tzinfo=UTC) + n * timezone.timedelta(seconds=1))
     user = factory.SubFactory(UserFactory)
-    key = factory.SubFactory(ApiKeyFactory, user=factory.SelfAttribute("..user"))
+    # The user's first key, made when they have none.
+    key = factory.LazyAttribute(lambda o: o.user.api_keys.first() or ApiKeyFactory(user=o.user))
     provider = factory.SubFactory(ProviderFactory)
     model = "claude-sonnet-4-5-20250929"
     original_model = factory.SelfAttribute("model")

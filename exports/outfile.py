@@ -1,0 +1,110 @@
+"""Writing an export to a file or standard output, for the management commands.
+
+A file is written under a temporary name in the target folder and renamed only when complete,
+so a failure or Ctrl-C never leaves a half file under the final name.
+"""
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.management.base import CommandError
+
+from .audit import start_audit
+from .streaming import AuditedStream
+
+
+@dataclass
+class WriteResult:
+    rows: int | None
+    bytes: int
+
+
+class Progress:
+    """Rows (CSV records: newlines outside quotes) or bytes, and the rate, on a terminal."""
+
+    def __init__(self, stderr, unit: str):
+        self.stderr = stderr
+        self.unit = unit
+        self.enabled = stderr.isatty()
+        self.started = self.last = time.monotonic()
+        self.count = 0
+        self.in_quotes = False
+
+    def update(self, chunk: bytes) -> None:
+        if not self.enabled:
+            return
+        if self.unit == "rows":
+            for match in re.finditer(rb'["\n]', chunk):
+                if match.group() == b'"':
+                    self.in_quotes = not self.in_quotes
+                elif not self.in_quotes:
+                    self.count += 1
+        else:
+            self.count += len(chunk)
+        now = time.monotonic()
+        if now - self.last >= 0.5:
+            self.last = now
+            rate = self.count / max(now - self.started, 1e-6)
+            self.stderr.write(f"\r{self.count:,} {self.unit}  {rate:,.0f} {self.unit}/s", ending="")
+            self.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.last != self.started:
+            self.stderr.write("")
+
+
+def _binary_stdout(stdout):
+    out = getattr(stdout, "_out", stdout)
+    return getattr(out, "buffer", None)
+
+
+def write_export(source, *, output: str, kind: str, channel: str, user, filters: dict,
+                 stdout, stderr, progress_unit: str = "bytes") -> WriteResult:
+    """Stream `source` (an export source as the views use) to `output` (a path or "-"), with an
+    audit record like every other channel."""
+    target = None
+    if output != "-":
+        target = Path(output)
+        if target.is_dir():
+            raise CommandError(f"--output: {output} is a folder; name a file.")
+        if not target.parent.exists():
+            raise CommandError(f"--output: the folder {target.parent} does not exist.")
+    audit = start_audit(kind=kind, channel=channel, user=user, filters=filters)
+    stream = AuditedStream(source, audit)
+    progress = Progress(stderr, progress_unit)
+    tmp_path = None
+    try:
+        if target is None:
+            binary = _binary_stdout(stdout)
+            for chunk in stream:
+                if binary is not None:
+                    binary.write(chunk)
+                else:
+                    stdout.write(chunk.decode("utf-8"), ending="")
+                progress.update(chunk)
+            if binary is not None:
+                binary.flush()
+        else:
+            fd, tmp_path = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in stream:
+                    fh.write(chunk)
+                    progress.update(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, target)
+            tmp_path = None
+    except BaseException as exc:
+        stream.close()  # a no-op for the audit when the stream already failed
+        if tmp_path is not None and os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        if isinstance(exc, OSError):
+            raise CommandError(f"--output: {exc}") from exc
+        raise
+    finally:
+        progress.done()
+    return WriteResult(rows=getattr(source, "rows", None), bytes=stream.bytes)
