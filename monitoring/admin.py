@@ -1,11 +1,12 @@
 from datetime import timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from exports.access import can_export, scope_usage
 from exports.audit import Channel, Kind
+from exports.probe_logs import MAX_LINES_LIMIT, probe_logs_response
 from exports.usage import usage_csv_response
 
 from .choices import distinct_values
@@ -44,6 +45,35 @@ class ProbeLogAdmin(admin.ModelAdmin):
     list_select_related = ["endpoint"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    actions = ["export_text"]
+
+    @admin.action(description=_("Download selected probe logs as text"), permissions=["export"])
+    def export_text(self, request, queryset):
+        endpoint_ids = list(queryset.order_by().values_list("endpoint_id", flat=True).distinct()[:2])
+        if len(endpoint_ids) != 1:
+            self.message_user(
+                request, _("Select probe logs of one endpoint: the file is one endpoint's log."),
+                messages.ERROR,
+            )
+            return None
+        count = queryset.count()
+        if count > MAX_LINES_LIMIT:
+            self.message_user(
+                request,
+                _("%(count)s probe logs selected; a file holds at most %(limit)s lines. "
+                  "Narrow the selection (for example by date).")
+                % {"count": count, "limit": MAX_LINES_LIMIT},
+                messages.ERROR,
+            )
+            return None
+        endpoint = ProviderEndpoint.objects.select_related("provider").get(pk=endpoint_ids[0])
+        return probe_logs_response(
+            request, endpoint, {"max_lines": MAX_LINES_LIMIT}, channel=Channel.ADMIN,
+            queryset=queryset, audit_filters=selection_for_audit(request),
+        )
+
+    def has_export_permission(self, request):
+        return can_export(request.user, Kind.PROBE_LOGS)
 
 
 class StatusFilter(admin.SimpleListFilter):
