@@ -221,6 +221,30 @@ def usage_log_table() -> str:
     return MessageRequest._meta.db_table
 
 
+def usage_log_tables() -> list[str]:
+    """The usage-log table and every table whose rows point at it (request details, ...):
+    "without logs" drops the rows of all of them, or the archive could not be restored (their
+    foreign keys would point at rows that are not there)."""
+    from django.apps import apps
+
+    from monitoring.models import MessageRequest
+
+    found = [MessageRequest]
+    changed = True
+    while changed:
+        changed = False
+        for model in apps.get_models():
+            if model in found or model._meta.proxy or not model._meta.managed:
+                continue
+            if any(
+                f.is_relation and f.concrete and (f.many_to_one or f.one_to_one) and f.related_model in found
+                for f in model._meta.get_fields()
+            ):
+                found.append(model)
+                changed = True
+    return [m._meta.db_table for m in found]
+
+
 def _pattern(name: str) -> str:
     # Double quotes make pg_dump match the name literally and case-sensitively.
     return '"' + name.replace('"', '""') + '"'
@@ -236,7 +260,7 @@ def dump_args(pg_dump: str, *, params: dict[str, str], exclude_logs: bool, compr
         f"--dbname={conninfo(params)}",
     ]
     if exclude_logs:
-        args.append(f"--exclude-table-data={_pattern(usage_log_table())}")
+        args += [f"--exclude-table-data={_pattern(table)}" for table in usage_log_tables()]
     return args
 
 
@@ -335,6 +359,8 @@ class PgDumpStream:
             if "connection to server" in detail or "could not connect" in detail:
                 raise DatabaseUnavailable(_("Database unreachable: %(error)s") % {"error": detail})
             raise PgDumpFailed(_("pg_dump failed (exit code %(code)s): %(error)s") % {"code": code, "error": detail})
+        # pg_dump has connected (and read its pgpass file) by now; don't keep the password on disk.
+        self.passfile.remove()
         if not self._first.startswith(MAGIC):
             self.close()
             raise PgDumpFailed(_("pg_dump did not write a custom-format archive."))

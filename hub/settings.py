@@ -69,6 +69,11 @@ TEMPLATES = [
 # PostgreSQL is required: the usage log is a large indexed table and backups are pg_dump.
 # Any libpq URL works (socket hosts, percent-encoded credentials, ?sslmode=...).
 DATABASES = {"default": env.db("DATABASE_URL")}
+# django-environ leaves a percent-encoded socket directory (%2Fvar%2Frun%2Fpostgresql) as is.
+if "%" in str(DATABASES["default"].get("HOST") or ""):
+    from urllib.parse import unquote
+
+    DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -176,3 +181,18 @@ PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", default=10)
 PROBE_PRUNE_BATCH = env.int("PROBE_PRUNE_BATCH", default=5000)
 # Seconds between refreshes of the probe terminal on an endpoint's page.
 PROBE_TERMINAL_REFRESH_S = env.int("PROBE_TERMINAL_REFRESH_S", default=5)
+
+# --- Database backup and restore (exports/backup.py, exports/locks.py, exports/restore.py) ----
+# TTL of the backup lock (Redis key database:backup:lock, or the per-process fallback); its
+# holder renews it every TTL/3 while a backup or restore runs.
+BACKUP_LOCK_TTL_MS = env.int("BACKUP_LOCK_TTL_MS", default=300_000)
+# gzip level of pg_dump -Fc (0-9). 1: see bench/README.md for why not pg_dump's default (6).
+BACKUP_COMPRESSION_LEVEL = env.int("BACKUP_COMPRESSION_LEVEL", default=1)
+# Folder of the PostgreSQL client tools; empty: the newest /usr/lib/postgresql/N/bin, then PATH.
+PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
+# Private folder (0700) for pgpass files and restore uploads; empty: <system temp>/hub-backup.
+BACKUP_WORK_DIR = env.str("BACKUP_WORK_DIR", default="")
+# Largest restore upload accepted, in bytes (default 2 GiB).
+RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=2 * 1024**3)
+# Restore uploads left behind by a crash are removed once older than this many hours.
+RESTORE_STALE_HOURS = env.float("RESTORE_STALE_HOURS", default=6.0)
