@@ -166,6 +166,17 @@ LOGGING = {
 # Message content in stored request bodies is replaced by [REDACTED] unless this is true.
 STORE_SESSION_MESSAGES = env.bool("STORE_SESSION_MESSAGES", default=False)
 SESSION_DETAILS_RETENTION_DAYS = env.int("SESSION_DETAILS_RETENTION_DAYS", default=7)
+# `manage.py prune_session_details` deletes this many details per statement.
+SESSION_DETAILS_PRUNE_BATCH = env.int("SESSION_DETAILS_PRUNE_BATCH", default=5000)
+# Sessions per page on /dashboard/sessions/.
+SESSION_PAGE_SIZE = env.int("SESSION_PAGE_SIZE", default=50)
+
+# --- Ingest API (POST /api/ingest/requests, monitoring/api.py) ------------------------------
+# The deployment's ingest token (Authorization: Bearer <token>); empty disables the API (503).
+INGEST_TOKEN = env.str("INGEST_TOKEN", default="")
+# Largest request body and most rows per batch; bigger batches get 413 / 400.
+INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=16 * 1024**2)
+INGEST_MAX_ROWS = env.int("INGEST_MAX_ROWS", default=5000)
 
 # --- Probes -------------------------------------------------------------------------------
 PROBE_LOG_RETENTION_DAYS = env.int("PROBE_LOG_RETENTION_DAYS", default=1)

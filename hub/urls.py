@@ -10,5 +10,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("dashboard/", include("monitoring.urls")),
     path("exports/", include("exports.urls")),
+    path("api/", include("monitoring.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,11 +1,20 @@
 """Masking applied to request details before they are stored: nothing unmasked reaches the
-database, so nothing unmasked can reach an export."""
+database, so nothing unmasked can reach an export.
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+`mask_detail()` is the one entry point of the write path (the ingest API); the helpers below it
+are public because the demo seeder masks with them too.
+"""
+
+import base64
+import binascii
+import json
+import re
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 
 REDACTED = "[REDACTED]"
+# The reference system's list (REFERENCE.md), compared case-insensitively.
 SECRET_HEADERS = frozenset(
     {
         "authorization",
@@ -19,11 +28,34 @@ SECRET_HEADERS = frozenset(
         "set-cookie",
     }
 )
+# Beyond the list: vendor headers that carry a key or a token under another name
+# (x-custom-api-key, x-amz-security-token, x-client-secret) are masked the same way.
+SECRET_HEADER_SUFFIXES = ("api-key", "apikey", "-token", "-secret")
 SECRET_QUERY_PARAMS = frozenset(
     {"key", "api_key", "token", "access_token", "secret", "client_secret", "password"}
 )
-# Where message content lives in the request bodies of the supported APIs.
-CONTENT_KEYS = ("messages", "system", "input", "instructions", "contents", "prompt", "systemInstruction")
+# Names of JSON fields (in bodies, meta, special settings) whose value is a credential. "key"
+# is left out here: in JSON it is a common ordinary field name, unlike in a query string.
+SECRET_JSON_FIELDS = frozenset(
+    {"api_key", "apikey", "access_token", "refresh_token", "client_secret", "password", "secret",
+     "authorization", "x_api_key"}
+)
+# Where message content lives in the request bodies of the supported APIs (Anthropic messages,
+# OpenAI chat/completions/responses/embeddings, Gemini generateContent).
+CONTENT_KEYS = frozenset(
+    {"messages", "system", "input", "instructions", "contents", "prompt", "systemInstruction",
+     "system_instruction", "suffix"}
+)
+# Inside content, these fields describe its shape (who spoke, which block type, which tool) and
+# are kept; every other string below a content key is content (text, tool inputs, thinking,
+# image and document data, function arguments) and is replaced.
+STRUCTURAL_KEYS = frozenset(
+    {"type", "role", "id", "tool_use_id", "tool_call_id", "call_id", "name", "status",
+     "cache_control", "media_type", "mime_type", "mimeType", "format", "detail"}
+)
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(.*)$", re.S)
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
 
 
 def mask_token(token: str) -> str:
@@ -33,21 +65,37 @@ def mask_token(token: str) -> str:
     return f"{token[:4]}******{token[-4:]}"
 
 
-def mask_secret_value(value: str) -> str:
-    text = str(value).strip()
-    scheme, _, rest = text.partition(" ")
-    if scheme.lower() == "basic":
+def mask_secret_value(value) -> str:
+    """`Bearer X` keeps X's first and last 4 characters; `Basic ...` becomes `Basic [REDACTED]`
+    (its base64 would leak the start of the user name and the end of the password); any other
+    `<scheme> <credentials>` keeps the scheme; a bare value is masked as a token."""
+    text = "" if value is None else str(value).strip()
+    match = _SCHEME_RE.match(text)
+    if match:
+        scheme, credentials = match.group(1), match.group(2).strip()
+        if scheme.lower() == "basic":
+            return "Basic " + REDACTED
+        if scheme.lower() == "bearer":
+            return "Bearer " + mask_token(credentials)
+        if credentials:
+            return f"{scheme} {mask_token(credentials)}"
+    if text.lower() == "basic":
         return "Basic " + REDACTED
-    if scheme.lower() == "bearer":
-        return "Bearer " + mask_token(rest.strip())
+    if text.lower() == "bearer":
+        return "Bearer " + REDACTED
     return mask_token(text)
+
+
+def is_secret_header(name) -> bool:
+    lowered = str(name).strip().lower()
+    return lowered in SECRET_HEADERS or lowered.endswith(SECRET_HEADER_SUFFIXES)
 
 
 def mask_headers(headers: dict) -> dict:
     masked = {}
     for name, value in (headers or {}).items():
-        if str(name).lower() in SECRET_HEADERS:
-            if isinstance(value, list):
+        if is_secret_header(name):
+            if isinstance(value, list | tuple):
                 masked[name] = [mask_secret_value(v) for v in value]
             else:
                 masked[name] = mask_secret_value(value)
@@ -56,15 +104,56 @@ def mask_headers(headers: dict) -> dict:
     return masked
 
 
+def _is_secret_param(raw_name: str) -> bool:
+    name = unquote_plus(raw_name).strip().lower().replace("-", "_")
+    return name in SECRET_QUERY_PARAMS
+
+
+def mask_query(query: str) -> str:
+    """Replace the values of secret parameters; every other byte of the query is kept as it
+    was (re-encoding the whole query would change `%20` to `+` and drop empty `=`)."""
+    if not query:
+        return query
+    parts = []
+    for piece in query.split("&"):
+        name, sep, _value = piece.partition("=")
+        parts.append(f"{name}={REDACTED}" if _is_secret_param(name) else piece)
+    return "&".join(parts)
+
+
 def mask_url(url: str) -> str:
-    if not url or "?" not in url:
+    """Secret query parameters (also in the fragment, where OAuth puts access_token) and the
+    password of `scheme://user:password@host` are redacted. Works on full URLs and on bare
+    paths, and never raises on malformed input."""
+    if not url:
         return url
-    parts = urlsplit(url)
-    query = [
-        (k, REDACTED if k.lower() in SECRET_QUERY_PARAMS else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
+    url = str(url)
+    match = _USERINFO_RE.match(url)
+    if match and ":" in match.group(2):
+        user = match.group(2).split(":", 1)[0]
+        url = f"{match.group(1)}{user}:{REDACTED}@{url[match.end():]}"
+    base, hash_sign, fragment = url.partition("#")
+    path, question, query = base.partition("?")
+    masked = path + question + mask_query(query)
+    if hash_sign:
+        masked += hash_sign + (mask_query(fragment) if "=" in fragment else fragment)
+    return masked
+
+
+def mask_secret_fields(value):
+    """Credentials that travel inside JSON (a body's api_key, a header modification's value)
+    are masked at any depth, whatever STORE_SESSION_MESSAGES says."""
+    if isinstance(value, dict):
+        masked = {}
+        for k, v in value.items():
+            if str(k).lower().replace("-", "_") in SECRET_JSON_FIELDS and isinstance(v, str):
+                masked[k] = mask_secret_value(v)
+            else:
+                masked[k] = mask_secret_fields(v)
+        return masked
+    if isinstance(value, list):
+        return [mask_secret_fields(item) for item in value]
+    return value
 
 
 def _redact_content(value):
@@ -73,21 +162,120 @@ def _redact_content(value):
     if isinstance(value, list):
         return [_redact_content(item) for item in value]
     if isinstance(value, dict):
-        return {
-            k: (_redact_content(v) if k in {"content", "text", "parts", "input", "output"} else v)
-            for k, v in value.items()
-        }
-    return value
+        return {k: (v if k in STRUCTURAL_KEYS else _redact_content(v)) for k, v in value.items()}
+    return value  # numbers, booleans and null say nothing on their own
 
 
 def redact_body(body, *, store_messages: bool | None = None):
     """Message content replaced by [REDACTED] unless STORE_SESSION_MESSAGES is true; the shape
-    (roles, model, parameters) is kept for debugging."""
+    (roles, block types, tool names, model, parameters) is kept for debugging. A JSON body that
+    is not an object has no known shape, so all of its text is content."""
     if store_messages is None:
         store_messages = settings.STORE_SESSION_MESSAGES
-    if store_messages or not isinstance(body, dict):
+    if store_messages:
         return body
+    if isinstance(body, dict):
+        return {k: (_redact_content(v) if k in CONTENT_KEYS else v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [redact_body(item, store_messages=False) for item in body]
+    return _redact_content(body)
+
+
+def _redact_modification(mod, store_messages: bool):
+    """A body modification that touched message content carries content in its values."""
+    if store_messages or not isinstance(mod, dict):
+        return mod
+    path = str(mod.get("path") or mod.get("field") or "")
+    head = re.split(r"[.\[/]", path.lstrip("$./"), maxsplit=1)[0]
+    if head in CONTENT_KEYS:
+        return {k: (v if k in {"path", "field", "action", "op", "type"} else _redact_content(v))
+                for k, v in mod.items()}
+    return mod
+
+
+def _mask_header_modification(mod):
+    if not isinstance(mod, dict) or not is_secret_header(mod.get("name", mod.get("header", ""))):
+        return mod
+    return {k: (mask_secret_value(v) if k in {"value", "before", "after", "old", "new"}
+                and v is not None else v) for k, v in mod.items()}
+
+
+def mask_special_settings(special: dict, *, store_messages: bool | None = None) -> dict:
+    if store_messages is None:
+        store_messages = settings.STORE_SESSION_MESSAGES
+    special = mask_secret_fields(dict(special or {}))
+    headers = special.get("headerModifications")
+    if isinstance(headers, list):
+        special["headerModifications"] = [_mask_header_modification(m) for m in headers]
+    bodies = special.get("bodyModifications")
+    if isinstance(bodies, list):
+        special["bodyModifications"] = [_redact_modification(m, store_messages) for m in bodies]
+    return special
+
+
+def _is_form(headers: dict) -> bool:
+    for name, value in (headers or {}).items():
+        if str(name).lower() == "content-type":
+            return "application/x-www-form-urlencoded" in str(value).lower()
+    return False
+
+
+def store_body(
+    *, body=None, body_text: str | None = None, body_base64: str | None = None,
+    headers: dict | None = None, store_messages: bool | None = None,
+) -> tuple:
+    """(body, body_text, body_format) as stored. Raw bodies are parsed when they are JSON; a
+    body that is not JSON is kept as text, one that is not UTF-8 as base64 (format "base64").
+    Without STORE_SESSION_MESSAGES a non-JSON body is replaced whole: its content cannot be
+    told apart from its shape. A form-encoded body always has its secret fields masked.
+
+    Raises ValueError when body_base64 is not valid base64."""
+    if store_messages is None:
+        store_messages = settings.STORE_SESSION_MESSAGES
+    if body_base64 is not None:
+        try:
+            raw = base64.b64decode(body_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("not valid base64") from exc
+        try:
+            body_text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, (body_base64 if store_messages else REDACTED), "base64"
+    if body_text is not None:
+        try:
+            body = json.loads(body_text)
+        except ValueError:
+            text = mask_query(body_text) if _is_form(headers) else body_text
+            return None, (text if store_messages else REDACTED), "text"
+    if body is None:
+        return None, "", "json"
+    return redact_body(mask_secret_fields(body), store_messages=store_messages), "", "json"
+
+
+def mask_detail(detail: dict, *, store_messages: bool | None = None) -> dict:
+    """Field values of a RequestDetail from what a proxy sent, every secret masked and message
+    content redacted per STORE_SESSION_MESSAGES. `detail` holds the validated ingest fields."""
+    if store_messages is None:
+        store_messages = settings.STORE_SESSION_MESSAGES
+    headers = detail.get("headers") or {}
+    body, body_text, body_format = store_body(
+        body=detail.get("body"),
+        body_text=detail.get("body_text"),
+        body_base64=detail.get("body_base64"),
+        headers=headers,
+        store_messages=store_messages,
+    )
     return {
-        k: (_redact_content(v) if k in CONTENT_KEYS else v)
-        for k, v in body.items()
+        "method": (detail.get("method") or "").upper(),
+        "client_url": mask_url(detail.get("client_url") or ""),
+        "upstream_url": mask_url(detail.get("upstream_url") or ""),
+        "headers": mask_headers(headers),
+        "body": body,
+        "body_text": body_text,
+        "body_format": body_format,
+        "response_status": detail.get("response_status"),
+        "meta": mask_secret_fields(detail.get("meta") or {}),
+        "special_settings": mask_special_settings(
+            detail.get("special_settings") or {}, store_messages=store_messages
+        ),
     }

@@ -1,0 +1,67 @@
+"""The machine-facing API: a proxy posts its usage rows here. Not a dashboard page: no session,
+no CSRF (there is no cookie to ride on), a deployment token instead."""
+
+import hmac
+import logging
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from exports.access import json_error
+
+from .ingest import IngestErrors, ingest_rows, parse_payload
+
+log = logging.getLogger("monitoring.ingest")
+
+
+def ingest_token_error(request):
+    """None when the request carries the deployment's ingest token, else the error response.
+    The comparison takes the same time wherever the first wrong character is."""
+    expected = settings.INGEST_TOKEN
+    if not expected:
+        return json_error(503, _("Ingestion is disabled: INGEST_TOKEN is not set."))
+    scheme, _sep, presented = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        response = json_error(401, _("Unauthorized: send Authorization: Bearer <INGEST_TOKEN>."))
+        response["WWW-Authenticate"] = 'Bearer realm="ingest"'
+        return response
+    return None
+
+
+def read_body(request, limit: int) -> bytes | None:
+    """At most `limit` bytes of the body, or None when it is longer. Read straight from the
+    stream: request.body would apply DATA_UPLOAD_MAX_MEMORY_SIZE, meant for forms."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return None
+    data = request.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+@csrf_exempt
+@require_POST
+def ingest_requests(request):
+    if (denied := ingest_token_error(request)) is not None:
+        return denied
+    if request.content_type != "application/json":
+        return json_error(415, _("Send the rows as application/json."))
+    raw = read_body(request, settings.INGEST_MAX_BODY_BYTES)
+    if raw is None:
+        return json_error(
+            413, _("The body is larger than INGEST_MAX_BODY_BYTES (%(n)s bytes): send smaller batches.")
+            % {"n": settings.INGEST_MAX_BODY_BYTES},
+        )
+    try:
+        result = ingest_rows(parse_payload(raw), max_rows=settings.INGEST_MAX_ROWS)
+    except IngestErrors as errors:
+        return json_error(400, errors.text(), errors=errors.errors, error_count=errors.total)
+    log.info("ingest_batch %s", result.as_dict())
+    return JsonResponse(result.as_dict())

@@ -1,0 +1,373 @@
+"""Ingestion of usage rows (and their request details) sent by a proxy: validate a batch, then
+store it in two bulk statements, idempotent on each row's request_id.
+
+The whole batch is validated before anything is written, so a batch is stored entirely or not
+at all, and a retried batch (the proxy timed out waiting for our answer) adds nothing twice:
+rows are inserted with ON CONFLICT (request_id) DO NOTHING.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import KEY_PREFIX_LEN, ApiKey, User
+from exports.filters import TimestampField
+
+from .masking import mask_detail
+from .models import MessageRequest, Provider, RequestDetail
+from .retries import retry_count_from_chain
+
+# Errors listed in one 400 answer; the rest are counted, not listed.
+MAX_REPORTED_ERRORS = 50
+
+
+class StrictCharField(forms.CharField):
+    """A JSON string: a number or an object is an error, not silently str()-ed."""
+
+    def to_python(self, value):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError("Enter a string.", code="invalid")
+        return super().to_python(value)
+
+
+class JsonObjectField(forms.Field):
+    def to_python(self, value):
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise ValidationError("Enter a JSON object.", code="invalid")
+        return value
+
+
+class JsonListField(forms.Field):
+    def to_python(self, value):
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValidationError("Enter a JSON list.", code="invalid")
+        return value
+
+
+class HeadersField(JsonObjectField):
+    """{name: value}; a value is a string or a list of strings (repeated headers)."""
+
+    def validate(self, value):
+        super().validate(value)
+        for name, item in value.items():
+            items = item if isinstance(item, list) else [item]
+            if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in items):
+                raise ValidationError(
+                    "Header %(name)s: enter a string or a list of strings.",
+                    code="invalid",
+                    params={"name": name},
+                )
+
+
+class AnyJsonField(forms.Field):
+    def to_python(self, value):
+        return value
+
+
+def _model_field(name: str, **overrides) -> forms.Field:
+    """The model's own form field, so lengths and ranges stay in step with the columns."""
+    return MessageRequest._meta.get_field(name).formfield(**overrides)
+
+
+def _text(name: str, model=MessageRequest) -> StrictCharField:
+    column = model._meta.get_field(name)
+    return StrictCharField(
+        required=False, max_length=column.max_length, empty_value=None if column.null else ""
+    )
+
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "cache_read_input_tokens",
+)
+
+# One usage row. The user is named by user_id, or follows from the key (key_id or key_prefix).
+ROW_FIELDS: dict[str, forms.Field] = {
+    "request_id": StrictCharField(max_length=64),
+    "created_at": TimestampField(required=False),
+    "user_id": forms.IntegerField(required=False, min_value=1),
+    "key_id": forms.IntegerField(required=False, min_value=1),
+    "key_prefix": StrictCharField(required=False, max_length=KEY_PREFIX_LEN),
+    "provider_id": forms.IntegerField(required=False, min_value=1),
+    "model": _text("model"),
+    "original_model": _text("original_model"),
+    "endpoint": _text("endpoint"),
+    "status_code": forms.IntegerField(required=False, min_value=0, max_value=999),
+    **{name: _model_field(name, min_value=0, required=False) for name in TOKEN_FIELDS},
+    "cost_usd": _model_field("cost_usd", min_value=0, required=False),
+    "duration_ms": _model_field("duration_ms", required=False),
+    "session_id": _text("session_id"),
+    "request_sequence": forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1),
+    "provider_chain": JsonListField(required=False),
+    "user_agent": _text("user_agent"),
+    "client_ip": _model_field("client_ip", required=False),
+    "error_message": StrictCharField(required=False),
+    "blocked_by": _text("blocked_by"),
+    "detail": JsonObjectField(required=False),
+}
+
+# The optional request details of a row; exactly one way of giving the body.
+DETAIL_FIELDS: dict[str, forms.Field] = {
+    "method": _text("method", RequestDetail),
+    "client_url": StrictCharField(required=False, max_length=8000),
+    "upstream_url": StrictCharField(required=False, max_length=8000),
+    "headers": HeadersField(required=False),
+    "body": AnyJsonField(required=False),
+    "body_text": StrictCharField(required=False, strip=False, empty_value=None),
+    "body_base64": StrictCharField(required=False, empty_value=None),
+    "response_status": forms.IntegerField(required=False, min_value=0, max_value=999),
+    "meta": JsonObjectField(required=False),
+    "special_settings": JsonObjectField(required=False),
+}
+
+
+@dataclass
+class IngestErrors(Exception):
+    """Field errors, each as {"row": index, "field": dotted name, "message": text}."""
+
+    errors: list = field(default_factory=list)
+    total: int = 0
+
+    def add(self, row: int | None, name: str, message: str) -> None:
+        self.total += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append({"row": row, "field": name, "message": message})
+
+    def text(self) -> str:
+        parts = [
+            (f"rows[{e['row']}].{e['field']}" if e["row"] is not None else e["field"])
+            + f": {e['message']}"
+            for e in self.errors
+        ]
+        if self.total > len(self.errors):
+            parts.append(f"and {self.total - len(self.errors)} more errors")
+        return "; ".join(parts)
+
+
+@dataclass
+class IngestResult:
+    received: int
+    inserted: int
+    details: int
+
+    def as_dict(self) -> dict:
+        return {
+            "received": self.received,
+            "inserted": self.inserted,
+            "duplicates": self.received - self.inserted,
+            "details_stored": self.details,
+        }
+
+
+def _clean(fields: dict, data: dict, errors: IngestErrors, row: int, prefix: str = "") -> dict:
+    cleaned = {}
+    for name in data.keys() - fields.keys():
+        errors.add(row, prefix + str(name), "Unknown field.")
+    for name, form_field in fields.items():
+        if name not in data:
+            if form_field.required:
+                errors.add(row, prefix + name, "This field is required.")
+            continue
+        try:
+            cleaned[name] = form_field.clean(data[name])
+        except ValidationError as exc:
+            errors.add(row, prefix + name, " ".join(exc.messages))
+    return cleaned
+
+
+def clean_detail(data: dict, errors: IngestErrors, row: int) -> dict | None:
+    cleaned = _clean(DETAIL_FIELDS, data, errors, row, prefix="detail.")
+    given = [name for name in ("body", "body_text", "body_base64") if data.get(name) is not None]
+    if len(given) > 1:
+        errors.add(row, "detail." + given[1], f"Give one of body, body_text, body_base64 ({', '.join(given)} given).")
+        return None
+    try:
+        return mask_detail(cleaned)
+    except ValueError as exc:  # undecodable base64
+        errors.add(row, "detail.body_base64", str(exc).capitalize() + ".")
+        return None
+
+
+def parse_payload(raw: bytes) -> list:
+    """A JSON list of rows, or one row (an object)."""
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        errors = IngestErrors()
+        errors.add(None, "body", f"Not valid JSON: {exc}")
+        raise errors from exc
+    if isinstance(payload, dict):
+        return [payload]
+    if isinstance(payload, list):
+        return payload
+    errors = IngestErrors()
+    errors.add(None, "body", "Send a usage row (a JSON object) or a list of them.")
+    raise errors
+
+
+def validate_rows(payload: list, *, max_rows: int) -> list[dict]:
+    """Cleaned rows, with user_id/key_id/provider_id resolved and details masked; raises
+    IngestErrors naming every bad field and its row index."""
+    errors = IngestErrors()
+    if len(payload) > max_rows:
+        errors.add(None, "body", f"At most {max_rows} rows per batch ({len(payload)} sent).")
+        raise errors
+    rows, seen = [], {}
+    for index, data in enumerate(payload):
+        if not isinstance(data, dict):
+            errors.add(index, "row", "Enter a JSON object.")
+            continue
+        row = _clean(ROW_FIELDS, data, errors, index)
+        request_id = row.get("request_id")
+        if request_id is not None:
+            if request_id in seen:
+                errors.add(index, "request_id", f"Repeats rows[{seen[request_id]}] of this batch.")
+            seen.setdefault(request_id, index)
+        if isinstance(data.get("detail"), dict) and data["detail"]:
+            row["detail"] = clean_detail(data["detail"], errors, index)
+        rows.append((index, row))
+    _resolve_relations(rows, errors)
+    if errors.total:
+        raise errors
+    return [row for _, row in rows]
+
+
+def _resolve_relations(rows: list, errors: IngestErrors) -> None:
+    """One query per table for the whole batch, not one per row."""
+    key_ids = {r["key_id"] for _, r in rows if r.get("key_id")}
+    prefixes = {r["key_prefix"] for _, r in rows if r.get("key_prefix")}
+    user_ids = {r["user_id"] for _, r in rows if r.get("user_id")}
+    provider_ids = {r["provider_id"] for _, r in rows if r.get("provider_id")}
+    keys = ApiKey.objects.filter(pk__in=key_ids).values_list("pk", "user_id") if key_ids else []
+    key_owner = dict(keys)
+    by_prefix = (
+        dict(ApiKey.objects.filter(prefix__in=prefixes).values_list("prefix", "pk")) if prefixes else {}
+    )
+    if by_prefix:
+        key_owner.update(ApiKey.objects.filter(pk__in=by_prefix.values()).values_list("pk", "user_id"))
+    users = set(User.all_objects.filter(pk__in=user_ids).values_list("pk", flat=True)) if user_ids else set()
+    providers = set(Provider.objects.filter(pk__in=provider_ids).values_list("pk", flat=True)) if provider_ids else set()
+
+    for index, row in rows:
+        key_id, prefix = row.pop("key_id", None), row.pop("key_prefix", None)
+        key_field = "key_prefix" if prefix else "key_id"
+        if key_id and prefix:
+            errors.add(index, "key_prefix", "Give key_id or key_prefix, not both.")
+            continue
+        if prefix:
+            key_id = by_prefix.get(prefix)
+            if key_id is None:
+                errors.add(index, "key_prefix", f"No API key has the prefix {prefix!r}.")
+                continue
+        elif key_id and key_id not in key_owner:
+            errors.add(index, "key_id", f"No API key has the id {key_id}.")
+            continue
+        row["key_id"] = key_id
+        user_id = row.get("user_id")
+        if user_id and user_id not in users:
+            errors.add(index, "user_id", f"No user has the id {user_id}.")
+        elif user_id and key_id and key_owner[key_id] != user_id:
+            errors.add(index, key_field, f"The key belongs to another user than user_id {user_id}.")
+        elif not user_id and key_id:
+            row["user_id"] = key_owner[key_id]
+        elif not user_id:
+            errors.add(
+                index, "user_id", "This field is required (or name a key with key_id or key_prefix)."
+            )
+        provider_id = row.get("provider_id")
+        if provider_id and provider_id not in providers:
+            errors.add(index, "provider_id", f"No provider has the id {provider_id}.")
+
+
+# Columns written by the bulk insert, in the model's order (id is the database's).
+def _columns():
+    return [f for f in MessageRequest._meta.concrete_fields if f.name != "id"]
+
+
+def _row_values(row: dict) -> dict:
+    values = {}
+    for model_field in _columns():
+        name = model_field.attname
+        if name == "retry_count":
+            # The one definition, as MessageRequest.save() uses it.
+            values[name] = retry_count_from_chain(row.get("provider_chain"))
+        elif row.get(name) is not None:
+            values[name] = row[name]
+        else:
+            values[name] = model_field.get_default()
+    return values
+
+
+def insert_rows(rows: list[dict]) -> dict[str, int]:
+    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING: one
+    statement and a fixed number of parameters whatever the batch size. Returns
+    {request_id: id} of the rows actually inserted."""
+    if not rows:
+        return {}
+    columns = _columns()
+    values = [_row_values(row) for row in rows]
+    arrays, casts = [], []
+    for model_field in columns:
+        arrays.append(
+            [model_field.get_db_prep_save(v[model_field.attname], connection) for v in values]
+        )
+        casts.append(f"%s::{model_field.db_type(connection)}[]")
+    table = connection.ops.quote_name(MessageRequest._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(f.column) for f in columns)
+    sql = (
+        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({', '.join(casts)}) "
+        f"ON CONFLICT (request_id) DO NOTHING RETURNING request_id, id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, arrays)
+        return dict(cursor.fetchall())
+
+
+def insert_details(rows: list[dict], inserted: dict[str, int]) -> int:
+    """Details of the batch's rows. A row stored earlier without details (a first attempt that
+    sent none) gets them now; one that has them keeps its first copy."""
+    wanted = {r["request_id"]: r for r in rows if r.get("detail")}
+    if not wanted:
+        return 0
+    targets = {rid: (pk, wanted[rid]["created_at"]) for rid, pk in inserted.items() if rid in wanted}
+    earlier = wanted.keys() - targets.keys()
+    if earlier:
+        targets.update(
+            (rid, (pk, created))
+            for rid, pk, created in MessageRequest.objects.filter(
+                request_id__in=earlier, detail__isnull=True
+            ).values_list("request_id", "pk", "created_at")
+        )
+    objs = [
+        # Retention counts from the request's own time, so a backfill of old rows is not kept
+        # longer than live traffic.
+        RequestDetail(request_id=pk, created_at=created, **wanted[rid]["detail"])
+        for rid, (pk, created) in targets.items()
+    ]
+    RequestDetail.objects.bulk_create(objs, ignore_conflicts=True, batch_size=500)
+    return len(objs)
+
+
+def ingest_rows(payload: list, *, max_rows: int) -> IngestResult:
+    rows = validate_rows(payload, max_rows=max_rows)
+    now = timezone.now()
+    for row in rows:
+        row["created_at"] = row.get("created_at") or now
+        detail = row.get("detail")
+        if detail and detail["response_status"] is None:
+            detail["response_status"] = row.get("status_code")
+    with transaction.atomic():
+        inserted = insert_rows(rows)
+        details = insert_details(rows, inserted)
+    return IngestResult(received=len(rows), inserted=len(inserted), details=details)

@@ -1,0 +1,270 @@
+"""Masking at write time: what a proxy sends through the ingest API, and what the database
+holds afterwards. The header and parameter lists are written out here, not imported, so a
+shortened list in monitoring/masking.py fails these tests."""
+
+import base64
+import json
+
+import pytest
+from django.db import connection
+
+from monitoring.models import RequestDetail
+
+TOKEN = "ingest-token-0123456789abcdef"
+LISTED_HEADERS = [
+    "authorization", "proxy-authorization", "x-api-key", "api-key", "anthropic-api-key",
+    "x-goog-api-key", "x-auth-token", "cookie", "set-cookie",
+]
+LISTED_PARAMS = ["key", "api_key", "token", "access_token", "secret", "client_secret", "password"]
+SECRET = "sk-ant-api03-SECRETSECRETSECRET-tail"
+
+
+@pytest.fixture(autouse=True)
+def _ingest_token(settings):
+    settings.INGEST_TOKEN = TOKEN
+    settings.STORE_SESSION_MESSAGES = False
+
+
+@pytest.fixture
+def store(anon_client, alice):
+    """Send one row with `detail` through the API; return the stored RequestDetail and the
+    raw text of its database row."""
+    counter = iter(range(10_000))
+
+    def send(**detail):
+        request_id = f"mask-{next(counter)}"
+        response = anon_client.post(
+            "/api/ingest/requests",
+            json.dumps({"request_id": request_id, "user_id": alice.pk, "detail": detail}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+        )
+        assert response.status_code == 200, response.content
+        stored = RequestDetail.objects.get(request__request_id=request_id)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT t::text FROM {RequestDetail._meta.db_table} t WHERE request_id = %s",
+                [stored.pk],
+            )
+            raw = cursor.fetchone()[0]
+        return stored, raw
+
+    return send
+
+
+@pytest.mark.parametrize("name", LISTED_HEADERS)
+def test_every_listed_header_is_masked(store, name):
+    stored, raw = store(headers={name: SECRET})
+    assert stored.headers == {name: "sk-a******tail"}
+    assert "SECRETSECRET" not in raw
+
+
+@pytest.mark.parametrize("name", ["Authorization", "X-API-Key", "COOKIE"])
+def test_header_names_match_in_any_case(store, name):
+    stored, _ = store(headers={name: SECRET})
+    assert stored.headers[name] == "sk-a******tail"
+
+
+@pytest.mark.parametrize(
+    "sent, kept",
+    [
+        (f"Bearer {SECRET}", "Bearer sk-a******tail"),
+        (f"bearer   {SECRET}", "Bearer sk-a******tail"),
+        ("Bearer 12345678", "Bearer [REDACTED]"),  # 8 characters or fewer
+        ("Bearer 123456789", "Bearer 1234******6789"),
+        ("Bearer", "Bearer [REDACTED]"),
+        ("Basic dXNlcjpwYXNzd29yZA==", "Basic [REDACTED]"),
+        ("basic dXNlcjpwYXNzd29yZA==", "Basic [REDACTED]"),
+        ("Digest username=\"u\", response=\"0123456789\"", "Digest user******789\""),
+        ("short", "[REDACTED]"),
+        ("12345678", "[REDACTED]"),
+        ("", "[REDACTED]"),
+    ],
+)
+def test_authorization_forms(store, sent, kept):
+    stored, _ = store(headers={"authorization": sent})
+    assert stored.headers["authorization"] == kept
+
+
+def test_repeated_headers_are_masked_one_by_one(store):
+    stored, raw = store(headers={"set-cookie": ["sid=0123456789abcdef; HttpOnly", "a=b"]})
+    assert stored.headers["set-cookie"] == ["sid=******Only", "[REDACTED]"]
+    assert "0123456789abcdef" not in raw
+
+
+def test_other_headers_are_kept_as_sent(store):
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01",
+               "user-agent": "claude-cli/2.0.14", "x-request-token-count": "12"}
+    stored, _ = store(headers=headers)
+    assert stored.headers == headers
+
+
+def test_vendor_key_headers_beyond_the_list_are_masked_too(store):
+    stored, _ = store(headers={"x-custom-api-key": SECRET, "x-amz-security-token": SECRET})
+    assert stored.headers == {"x-custom-api-key": "sk-a******tail", "x-amz-security-token": "sk-a******tail"}
+
+
+@pytest.mark.parametrize("param", LISTED_PARAMS)
+def test_every_listed_query_parameter_is_redacted(store, param):
+    stored, raw = store(
+        client_url=f"https://hub.example/v1/messages?beta=true&{param}=hunter2secret&x=1",
+        upstream_url=f"https://api.example/v1beta/models/m:generateContent?{param.upper()}=hunter2secret",
+    )
+    assert stored.client_url == f"https://hub.example/v1/messages?beta=true&{param}=[REDACTED]&x=1"
+    assert stored.upstream_url == (
+        f"https://api.example/v1beta/models/m:generateContent?{param.upper()}=[REDACTED]"
+    )
+    assert "hunter2" not in raw
+
+
+def test_the_rest_of_a_url_is_kept_byte_for_byte(store):
+    url = "/v1/messages?q=a%20b&flag&empty=&k%65y=s3cret&api-key=s3cret&x=%E4%BD%A0"
+    stored, raw = store(client_url=url)
+    assert stored.client_url == "/v1/messages?q=a%20b&flag&empty=&k%65y=[REDACTED]&api-key=[REDACTED]&x=%E4%BD%A0"
+    assert "s3cret" not in raw
+
+
+def test_url_passwords_and_fragment_tokens_are_redacted(store):
+    stored, raw = store(
+        upstream_url="https://user:pa55word@api.example/v1?x=1",
+        client_url="https://hub.example/cb#access_token=tok123456789&state=s",
+    )
+    assert stored.upstream_url == "https://user:[REDACTED]@api.example/v1?x=1"
+    assert stored.client_url == "https://hub.example/cb#access_token=[REDACTED]&state=s"
+    assert "pa55word" not in raw and "tok123456789" not in raw
+
+
+BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 4096,
+    "stream": True,
+    "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [
+        {"role": "user", "content": "What is the secret plan?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "private reasoning", "signature": "sig-abc"},
+            {"type": "tool_use", "id": "tu_1", "name": "bash", "input": {"command": "cat plan.txt"}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "tu_1", "content": "the plan text"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo"}},
+        ]},
+    ],
+    "tools": [{"name": "bash", "description": "Run a command", "input_schema": {"type": "object"}}],
+}
+
+
+def test_message_content_is_redacted_by_default(store):
+    stored, raw = store(body=BODY)
+    body = stored.body
+    assert stored.body_format == "json"
+    assert (body["model"], body["max_tokens"], body["stream"], body["tools"]) == (
+        BODY["model"], 4096, True, BODY["tools"]
+    )
+    assert body["system"] == [{"type": "text", "text": "[REDACTED]", "cache_control": {"type": "ephemeral"}}]
+    assert body["messages"][0] == {"role": "user", "content": "[REDACTED]"}
+    assert body["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "[REDACTED]", "signature": "[REDACTED]"},
+        {"type": "tool_use", "id": "tu_1", "name": "bash", "input": {"command": "[REDACTED]"}},
+    ]
+    assert body["messages"][2]["content"][1] == {
+        "type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "[REDACTED]"}
+    }
+    for text in ("secret plan", "private reasoning", "cat plan.txt", "the plan text", "iVBORw0KGgo", "terse"):
+        assert text not in raw
+
+
+def test_other_apis_content_is_redacted_too(store):
+    gemini = {"contents": [{"role": "user", "parts": [{"text": "hola"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}],
+              "systemInstruction": {"parts": [{"text": "be nice"}]}, "generationConfig": {"temperature": 0.2}}
+    stored, raw = store(body=gemini)
+    assert stored.body["contents"][0]["parts"] == [
+        {"text": "[REDACTED]"}, {"inlineData": {"mimeType": "image/png", "data": "[REDACTED]"}}
+    ]
+    assert stored.body["generationConfig"] == {"temperature": 0.2}
+    openai = {"model": "gpt-5", "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi there"}]},
+                                          {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"x\": 1}"}],
+              "instructions": "secret instructions"}
+    stored, raw = store(body=openai)
+    assert stored.body["input"][1] == {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "[REDACTED]"}
+    assert stored.body["instructions"] == "[REDACTED]"
+    assert "hi there" not in raw and "secret instructions" not in raw
+
+
+def test_message_content_is_kept_when_store_session_messages_is_on(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, _ = store(body=BODY)
+    assert stored.body == BODY
+
+
+def test_credentials_inside_a_body_are_masked_even_when_content_is_kept(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, raw = store(body={"model": "m", "api_key": SECRET, "metadata": {"user_id": "u1"}})
+    assert stored.body == {"model": "m", "api_key": "sk-a******tail", "metadata": {"user_id": "u1"}}
+    assert "SECRETSECRET" not in raw
+
+
+def test_a_json_text_body_is_stored_as_json(store):
+    stored, _ = store(body_text=json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+    assert stored.body_format == "json"
+    assert stored.body == {"model": "m", "messages": [{"role": "user", "content": "[REDACTED]"}]}
+
+
+def test_a_body_that_is_not_json_is_kept_as_text_when_content_is_stored(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, _ = store(body_text="plain words, 你好\n")
+    assert (stored.body_format, stored.body_text, stored.body) == ("text", "plain words, 你好\n", None)
+
+
+def test_a_body_that_is_not_json_is_replaced_whole_when_content_is_redacted(store):
+    stored, raw = store(body_text="plain words, 你好")
+    assert (stored.body_format, stored.body_text) == ("text", "[REDACTED]")
+    assert "plain words" not in raw
+
+
+def test_a_form_encoded_body_has_its_secrets_masked(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, _ = store(headers={"Content-Type": "application/x-www-form-urlencoded"},
+                      body_text="grant_type=client_credentials&client_secret=abc123456789")
+    assert stored.body_text == "grant_type=client_credentials&client_secret=[REDACTED]"
+
+
+def test_a_body_that_is_not_utf8_is_kept_as_base64_with_the_flag(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    raw_bytes = b"\x89PNG\r\n\x1a\n\x00\xff"
+    encoded = base64.b64encode(raw_bytes).decode()
+    stored, _ = store(body_base64=encoded)
+    assert (stored.body_format, stored.body_text, stored.body) == ("base64", encoded, None)
+    assert base64.b64decode(stored.body_text) == raw_bytes
+
+
+def test_a_base64_body_that_is_utf8_json_is_stored_as_json(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    encoded = base64.b64encode(json.dumps({"model": "m"}).encode()).decode()
+    stored, _ = store(body_base64=encoded)
+    assert (stored.body_format, stored.body) == ("json", {"model": "m"})
+
+
+def test_a_non_utf8_body_is_redacted_when_content_is_redacted(store):
+    stored, _ = store(body_base64=base64.b64encode(b"\xff\xfe\x00").decode())
+    assert (stored.body_format, stored.body_text) == ("base64", "[REDACTED]")
+
+
+def test_special_settings_do_not_leak_header_values(store):
+    special = {
+        "headerModifications": [
+            {"action": "set", "name": "Authorization", "value": f"Bearer {SECRET}"},
+            {"action": "remove", "name": "x-stainless-os"},
+        ],
+        "bodyModifications": [
+            {"path": "messages.0.content", "action": "set", "value": "injected prompt"},
+            {"path": "metadata.user_id", "action": "set", "value": "user-1"},
+        ],
+    }
+    stored, raw = store(special_settings=special)
+    mods = stored.special_settings
+    assert mods["headerModifications"][0] == {"action": "set", "name": "Authorization", "value": "Bearer sk-a******tail"}
+    assert mods["headerModifications"][1] == {"action": "remove", "name": "x-stainless-os"}
+    assert mods["bodyModifications"][0]["value"] == "[REDACTED]"
+    assert mods["bodyModifications"][1]["value"] == "user-1"
+    assert "SECRETSECRET" not in raw and "injected prompt" not in raw
