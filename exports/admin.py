@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from .backup_admin import DatabaseBackupAdminMixin
 from .models import ExportAudit
 
 
 @admin.register(ExportAudit)
-class ExportAuditAdmin(admin.ModelAdmin):
+class ExportAuditAdmin(DatabaseBackupAdminMixin, admin.ModelAdmin):
     """Read-only: the audit trail is written by the exports, never edited."""
 
     list_display = ["started_at", "kind", "channel", "actor", "outcome", "rows", "bytes", "client_ip"]

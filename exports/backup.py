@@ -488,3 +488,40 @@ def start_backup(*, exclude_logs: bool = False, actor: str = "") -> PgDumpStream
         stream.close()
         raise
     return stream
+
+
+# --- status for the data-management page ----------------------------------------------------
+
+
+def database_status() -> dict:
+    """What the data-management page shows; never raises."""
+    from .locks import lock_status
+
+    status: dict = {"reachable": False, "error": ""}
+    for name in ("pg_dump", "pg_restore"):
+        try:
+            path = find_pg_tool(name)
+            status[name] = {"path": path, "version": tool_version(path)[1]}
+        except BackupError as exc:
+            status[name] = {"path": "", "version": "", "error": str(exc)}
+    try:
+        import psycopg
+
+        params = connection_params()
+        with psycopg.connect(
+            conninfo({**params, "connect_timeout": params.get("connect_timeout", "5")}),
+            password=database_password() or None,
+            autocommit=True,
+        ) as conn:
+            row = conn.execute(
+                "SELECT current_setting('server_version'), pg_database_size(current_database()),"
+                " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                "  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                "  AND n.nspname NOT LIKE 'pg_toast%')"
+            ).fetchone()
+        status.update(reachable=True, server_version=row[0], size=row[1], tables=row[2], dbname=params["dbname"])
+    except Exception as exc:  # the page shows it; it must render even with the database down
+        status["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    status["lock"] = lock_status()
+    status["compression"] = compression_level()
+    return status

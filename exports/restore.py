@@ -33,6 +33,7 @@ from .backup import (
     usage_log_tables,
     work_dir,
 )
+from .audit import finish_audit
 from .locks import BackupLock
 
 log = logging.getLogger("exports.restore")
@@ -270,3 +271,18 @@ def restore_archive(
     seconds = time.monotonic() - started
     log.info("database_restore_complete seconds=%.1f", seconds)
     return RestoreResult(seconds, output)
+
+
+def finish_restore_audit(audit, **kwargs) -> None:
+    """A clean restore replaced the audit table too: write the record again if it is gone."""
+    from accounts.models import User
+
+    from .models import ExportAudit
+
+    if not ExportAudit.objects.filter(pk=audit.pk).exists():
+        if audit.user_id and not User.all_objects.filter(pk=audit.user_id).exists():
+            audit.user = None
+        audit.pk = None
+        audit._state.adding = True
+        audit.save()
+    finish_audit(audit, **kwargs)
