@@ -149,6 +149,7 @@ class MessageRequest(models.Model):
         on_delete=models.PROTECT,
         related_name="message_requests",
         verbose_name=_("user"),
+        db_index=False,  # led by mr_user_time; a second index would only slow writes
     )
     key = models.ForeignKey(
         "accounts.ApiKey",
@@ -157,6 +158,7 @@ class MessageRequest(models.Model):
         blank=True,
         related_name="message_requests",
         verbose_name=_("key"),
+        db_index=False,  # led by mr_key_time
     )
     # The final provider; empty when the proxy blocked the request itself.
     provider = models.ForeignKey(
@@ -166,6 +168,7 @@ class MessageRequest(models.Model):
         blank=True,
         related_name="message_requests",
         verbose_name=_("provider"),
+        db_index=False,  # led by mr_provider_time
     )
     model = models.CharField(_("model"), max_length=200, blank=True)
     original_model = models.CharField(_("original model"), max_length=200, blank=True)
