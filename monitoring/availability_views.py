@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -30,7 +30,7 @@ from exports.probe_logs import (
 
 from .availability import latency_chart, latency_series, window_of
 from .models import ProviderEndpoint
-from .prober import probe_now
+from .prober import EndpointGone, probe_now
 
 DEFAULT_RANGE = "24h"
 SPARK_BUCKETS, CHART_BUCKETS = 48, 120
@@ -139,7 +139,10 @@ def endpoint_lines(request, endpoint_id):
 @admin_page
 def endpoint_probe(request, endpoint_id):
     endpoint = get_object_or_404(ProviderEndpoint, pk=endpoint_id)
-    entry = probe_now(endpoint)
+    try:
+        entry = probe_now(endpoint)
+    except EndpointGone as exc:
+        raise Http404 from exc
     level = messages.SUCCESS if entry.ok else messages.WARNING
     messages.add_message(
         request, level, _("Probed %(endpoint)s: %(line)s") % {"endpoint": endpoint, "line": format_probe_line(entry)}

@@ -100,6 +100,10 @@ def claim_due(limit: int, config: ProbeSettings, now: datetime | None = None) ->
     return rows
 
 
+class EndpointGone(LookupError):
+    """The endpoint was deleted while it was being probed."""
+
+
 def record_result(
     endpoint_id: int,
     result: ProbeResult,
@@ -122,7 +126,11 @@ def record_result(
     if next_probe_at is not None:
         fields["next_probe_at"] = next_probe_at
     with transaction.atomic():
-        entry = ProbeLog.objects.create(
+        # The endpoint first: its row lock orders us against a concurrent delete, and a deleted
+        # endpoint writes nothing (rather than an orphan the deferred foreign key rejects later).
+        if not ProviderEndpoint.objects.filter(pk=endpoint_id).update(**fields):
+            raise EndpointGone(endpoint_id)
+        return ProbeLog.objects.create(
             endpoint_id=endpoint_id,
             source=source,
             ok=result.ok,
@@ -132,8 +140,6 @@ def record_result(
             error_message=result.error_message,
             created_at=at,
         )
-        ProviderEndpoint.objects.filter(pk=endpoint_id).update(**fields)
-    return entry
 
 
 def probe_now(endpoint: ProviderEndpoint, config: ProbeSettings | None = None) -> ProbeLog:
@@ -241,7 +247,7 @@ class Prober:
             entry = record_result(
                 endpoint_id, result, at=now, next_probe_at=now + timedelta(seconds=delay)
             )
-        except IntegrityError:
+        except (EndpointGone, IntegrityError):
             log.info("probe_result_dropped endpoint=%s reason=endpoint deleted", endpoint_id)
             return
         except DatabaseError:

@@ -1,0 +1,80 @@
+"""Real loopback servers for the prober's tests: an HTTP server whose paths answer 200, 401,
+500, drop HEAD requests without a status line, or stall past any probe timeout; and the port of
+a closed socket."""
+
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+STATUS_PATHS = {"/ok": 200, "/v1/messages": 401, "/boom": 500}
+
+
+@dataclass
+class ProbeServer:
+    url: str
+    release: threading.Event
+    seen: list = field(default_factory=list)  # (method, path) of every request
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, path: str) -> str:
+        return self.url + path
+
+
+def _handler(server_state):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+        def _answer(self, with_body: bool):
+            server_state.seen.append((self.command, self.path))
+            server_state.arrived.set()
+            if self.path.startswith("/slow"):
+                # Stall until the test ends; the probe's timeout must fire first.
+                server_state.release.wait(30)
+                return
+            if self.path.startswith("/nohead") and self.command == "HEAD":
+                self.close_connection = True  # no status line at all
+                return
+            status = STATUS_PATHS.get(self.path.split("?")[0], 200)
+            body = b'{"error": "unauthorized"}' if status == 401 else b"hello"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def do_HEAD(self):
+            self._answer(False)
+
+    return Handler
+
+
+@pytest.fixture
+def probe_server():
+    state = ProbeServer(url="", release=threading.Event())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    state.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port():
+    """A port nothing listens on: bound, then closed, so connecting is refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port

@@ -1,0 +1,102 @@
+"""One probe against real loopback servers: what counts as OK, and each failure type."""
+
+import pytest
+
+from monitoring.models import ProbeErrorType
+from monitoring.probes import probe_url
+
+from .probe_servers import closed_port, probe_server  # noqa: F401 (fixtures)
+
+
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_http_200_is_ok_with_its_status_and_latency(probe_server, method):
+    result = probe_url(probe_server("/ok"), method=method, timeout_ms=2000)
+    assert result.ok
+    assert result.status_code == 200
+    assert result.latency_ms is not None and result.latency_ms >= 0
+    assert result.error_type == ""
+    assert probe_server.seen == [(method.upper(), "/ok")]
+
+
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_http_401_still_proves_the_endpoint_is_up(probe_server, method):
+    result = probe_url(probe_server("/v1/messages"), method=method, timeout_ms=2000)
+    assert result.ok
+    assert result.status_code == 401
+
+
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_http_500_fails_as_http_5xx(probe_server, method):
+    result = probe_url(probe_server("/boom"), method=method, timeout_ms=2000)
+    assert not result.ok
+    assert result.status_code == 500
+    assert result.error_type == ProbeErrorType.HTTP_5XX
+    assert result.error_message == "HTTP 500 Internal Server Error"
+
+
+def test_head_without_a_status_line_falls_back_to_get(probe_server):
+    result = probe_url(probe_server("/nohead"), method="head", timeout_ms=2000)
+    assert result.ok
+    assert result.status_code == 200
+    assert probe_server.seen == [("HEAD", "/nohead"), ("GET", "/nohead")]
+
+
+def test_get_method_sends_no_head(probe_server):
+    probe_url(probe_server("/nohead"), method="get", timeout_ms=2000)
+    assert probe_server.seen == [("GET", "/nohead")]
+
+
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_a_server_slower_than_the_timeout_fails_as_timeout(probe_server, method):
+    result = probe_url(probe_server("/slow"), method=method, timeout_ms=300)
+    assert not result.ok
+    assert result.status_code is None
+    assert result.error_type == ProbeErrorType.TIMEOUT
+    assert result.error_message == "Timed out after 300 ms"
+    assert result.latency_ms >= 300
+    # A timed-out HEAD is not retried as GET: that would double the time budget.
+    assert [m for m, _ in probe_server.seen] == [method.upper()]
+
+
+def test_tcp_connect_is_ok_without_a_status(probe_server):
+    result = probe_url(probe_server("/slow"), method="tcp", timeout_ms=2000)
+    assert result.ok
+    assert result.status_code is None
+    assert result.latency_ms is not None
+    assert probe_server.seen == []  # connected, sent nothing
+
+
+@pytest.mark.parametrize("method", ["tcp", "head", "get"])
+def test_a_closed_port_fails_as_network_error(closed_port, method):
+    result = probe_url(f"http://127.0.0.1:{closed_port}/v1/messages", method=method, timeout_ms=2000)
+    assert not result.ok
+    assert result.status_code is None
+    assert result.error_type == ProbeErrorType.NETWORK_ERROR
+    assert "refused" in result.error_message.lower()
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("not a url", "whitespace"),
+        ("", "empty"),
+        ("ftp://files.example/x", "scheme"),
+        ("http://", "no host"),
+        ("http://127.0.0.1:99999/", "Port out of range"),
+        ("api.example.com/v1", "scheme"),
+        ("http://exa mple.com/", "whitespace"),
+    ],
+)
+@pytest.mark.parametrize("method", ["tcp", "get"])
+def test_an_invalid_url_fails_as_invalid_url_without_latency(url, reason, method):
+    result = probe_url(url, method=method, timeout_ms=2000)
+    assert not result.ok
+    assert result.error_type == ProbeErrorType.INVALID_URL
+    assert reason in result.error_message
+    assert result.latency_ms is None
+    assert result.status_code is None
+
+
+def test_an_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method"):
+        probe_url("http://127.0.0.1/", method="post")
