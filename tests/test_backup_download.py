@@ -1,0 +1,255 @@
+"""GET /exports/database-backup: access, errors before the first byte, headers, and what
+happens to pg_dump and the lock when the client goes away."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from django.db import connection
+
+from exports import locks
+from exports.audit import Kind
+from exports.backup import (
+    BackupError,
+    ToolUnavailable,
+    check_versions,
+    connection_params,
+    dump_args,
+    usage_log_tables,
+)
+from exports.locks import BackupLock
+from exports.models import ExportAudit
+
+from .backup_support import add_bulky_usage_rows, free_port, pg_dump_processes, wait_until
+
+URL = "/exports/database-backup"
+
+# Tests point DATABASES elsewhere for the backup code only; the ORM keeps its connection.
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+
+
+@pytest.fixture(autouse=True)
+def _memory_lock(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    locks._memory_locks.clear()
+    yield
+    locks._memory_locks.clear()
+
+
+def body(response) -> dict:
+    return json.loads(response.content)
+
+
+def test_anonymous_gets_401_json(anon_client, db):
+    response = anon_client.get(URL)
+    assert response.status_code == 401
+    assert body(response) == {"error": "Unauthorized"}
+    assert not pg_dump_processes(os.getpid())
+
+
+def test_non_admin_gets_401_and_a_denied_audit_record(alice_client):
+    response = alice_client.get(URL + "?mode=full")
+    assert response.status_code == 401
+    assert body(response) == {"error": "Unauthorized"}
+    assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "denied"
+
+
+def test_bad_mode_is_a_400_naming_the_field(admin_client):
+    response = admin_client.get(URL + "?mode=everything")
+    assert response.status_code == 400
+    assert "mode" in body(response)["error"]
+
+
+def test_lock_held_gives_409_with_the_spec_message(admin_client):
+    holder = BackupLock()
+    assert holder.acquire()
+    try:
+        response = admin_client.get(URL)
+    finally:
+        holder.release()
+    assert response.status_code == 409
+    assert body(response)["error"] == "Another admin is performing backup"
+    assert response["Content-Type"].startswith("application/json")
+    assert not pg_dump_processes(os.getpid())
+    audit = ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP)
+    assert audit.outcome == "failed" and audit.detail.startswith("409")
+
+
+def test_missing_pg_dump_gives_503_and_frees_the_lock(admin_client, settings, tmp_path):
+    settings.PG_BIN_DIR = str(tmp_path)  # an empty folder: no pg_dump there
+    response = admin_client.get(URL)
+    assert response.status_code == 503
+    assert "pg_dump" in body(response)["error"]
+    assert not locks.lock_status().held
+
+
+def test_unreachable_database_gives_503_without_the_password(admin_client, settings):
+    password = settings.DATABASES["default"]["PASSWORD"]
+    settings.DATABASES = {
+        "default": {**settings.DATABASES["default"], "HOST": "127.0.0.1", "PORT": free_port()}
+    }
+    response = admin_client.get(URL)
+    assert response.status_code == 503
+    assert body(response)["error"].startswith("Database unreachable")
+    if password:
+        assert password not in response.content.decode()
+    assert not locks.lock_status().held
+
+
+def test_pg_dump_older_than_the_server_is_refused():
+    with pytest.raises(ToolUnavailable) as info:
+        check_versions(tool="/usr/lib/postgresql/14/bin/pg_dump", tool_major=14, server_major=15)
+    assert info.value.status == 503
+    assert "older than the database server" in str(info.value)
+    check_versions(tool="pg_dump", tool_major=16, server_major=15)  # newer dumps older: fine
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pg_dump_failure_before_any_byte_is_a_json_500_and_frees_the_lock(admin_client, settings):
+    # A role that may connect but not read the tables: the server checks pass, pg_dump fails.
+    role, secret = "backup_limited", "limited-secret-1"
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD %s", [secret])
+    try:
+        settings.DATABASES = {"default": {**settings.DATABASES["default"], "USER": role, "PASSWORD": secret}}
+        response = admin_client.get(URL)
+    finally:
+        with connection.cursor() as cur:
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
+    assert response.status_code == 500
+    error = body(response)["error"]
+    assert error.startswith("pg_dump failed") and "permission denied" in error
+    assert secret not in error
+    assert not locks.lock_status().held
+    assert not pg_dump_processes(os.getpid())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_download_headers_and_a_complete_custom_archive(admin_client, tmp_path):
+    response = admin_client.get(URL + "?mode=full")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Cache-Control"] == "no-store"
+    assert not response.has_header("Content-Encoding")
+    disposition = response["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="backup_') and disposition.endswith('.dump"')
+    data = b"".join(response.streaming_content)
+    response.close()
+    assert data.startswith(b"PGDMP")
+    path = tmp_path / "b.dump"
+    path.write_bytes(data)
+    check = subprocess.run(["pg_restore", "--file=/dev/null", str(path)], capture_output=True)
+    assert check.returncode == 0, check.stderr
+    assert not locks.lock_status().held
+    audit = ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP)
+    assert (audit.outcome, audit.bytes, audit.filters) == ("ok", len(data), {"mode": "full"})
+
+
+def test_exclude_logs_drops_the_rows_of_the_usage_log_and_what_points_at_it():
+    args = dump_args("pg_dump", params={"dbname": "hub"}, exclude_logs=True, compression=1)
+    assert '--exclude-table-data="message_request"' in args
+    assert '--exclude-table-data="monitoring_requestdetail"' in args
+    assert usage_log_tables()[0] == "message_request"
+    full = dump_args("pg_dump", params={"dbname": "hub"}, exclude_logs=False, compression=1)
+    assert not [a for a in full if a.startswith("--exclude")]
+    assert "--format=custom" in full and "--no-password" in full
+
+
+def test_connection_params_handle_socket_hosts_encoded_credentials_and_options(settings):
+    settings.DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "hub db",
+            "USER": "us@er",
+            "PASSWORD": "p:w@d/x",
+            "HOST": "%2Fvar%2Frun%2Fpostgresql",
+            "PORT": "",
+            "OPTIONS": {"sslmode": "require", "connect_timeout": 5, "pool": False},
+        }
+    }
+    params = connection_params()
+    assert params == {
+        "host": "/var/run/postgresql",
+        "user": "us@er",
+        "dbname": "hub db",
+        "sslmode": "require",
+        "connect_timeout": "5",
+    }
+    args = dump_args("pg_dump", params=params, exclude_logs=False, compression=1)
+    assert not any("p:w@d/x" in a for a in args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_mid_stream_reaps_pg_dump_and_frees_the_lock(admin_client, settings):
+    settings.BACKUP_COMPRESSION_LEVEL = 0
+    add_bulky_usage_rows()
+    response = admin_client.get(URL)
+    assert response.status_code == 200
+    chunks = iter(response.streaming_content)
+    assert next(chunks).startswith(b"PGDMP")
+    assert pg_dump_processes(os.getpid()), "pg_dump should still be running"
+    response.close()  # what the server does when the client disconnects
+    assert wait_until(lambda: not pg_dump_processes(os.getpid()), 2), "pg_dump left behind"
+    assert wait_until(lambda: not locks.lock_status().held, 2), "lock not released"
+    assert wait_until(lambda: not _pg_dump_sessions(), 2), "pg_dump's server session is still open"
+    assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "cancelled"
+
+
+def _pg_dump_sessions() -> int:
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'")
+        return cur.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_head_request_leaves_no_pg_dump_and_frees_the_lock(admin_client):
+    response = admin_client.head(URL)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert wait_until(lambda: not pg_dump_processes(os.getpid()), 2)
+    assert not locks.lock_status().held
+    assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pg_dump_killed_mid_stream_raises_instead_of_ending_cleanly(admin_client, settings, caplog):
+    settings.BACKUP_COMPRESSION_LEVEL = 0
+    add_bulky_usage_rows()
+    response = admin_client.get(URL)
+    chunks = iter(response.streaming_content)
+    next(chunks)
+    [(pid, _state)] = pg_dump_processes(os.getpid())
+    os.kill(pid, 9)
+    with pytest.raises(BackupError), caplog.at_level("ERROR", logger="exports.backup"):
+        for _chunk in chunks:
+            pass
+    response.close()
+    assert "pg_dump_error" in caplog.text
+    assert not locks.lock_status().held
+    assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_password_is_never_in_argv_child_environment_or_logs(admin_client, settings, caplog):
+    password = settings.DATABASES["default"]["PASSWORD"]
+    assert password, "the test cluster has a password (scripts/test sets one)"
+    settings.BACKUP_COMPRESSION_LEVEL = 0
+    add_bulky_usage_rows(rows=200)
+    with caplog.at_level("DEBUG"):
+        response = admin_client.get(URL)
+        chunks = iter(response.streaming_content)
+        next(chunks)
+        [(pid, _state)] = pg_dump_processes(os.getpid())
+        ps = subprocess.run(["ps", "-eo", "pid,args", "ww"], capture_output=True, text=True).stdout
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        environ = open(f"/proc/{pid}/environ", "rb").read().decode()
+        for _chunk in chunks:
+            pass
+        response.close()
+    assert any(line.split()[0] == str(pid) and "pg_dump" in line for line in ps.splitlines()[1:])
+    assert "--no-password" in argv
+    assert "PGPASSFILE=" in environ
+    for text in (ps, argv, environ, caplog.text):
+        assert password not in text
