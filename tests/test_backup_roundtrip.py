@@ -1,0 +1,263 @@
+"""Back up over HTTP, restore into a fresh database, and find the same data; the commands and
+the restore upload."""
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from exports import locks
+from exports.audit import Kind
+from exports.locks import BackupLock
+from exports.models import ExportAudit
+from exports.restore import UPLOAD_PREFIX, restore_archive, sweep_stale_files
+from monitoring.models import Provider
+
+from .backup_support import connect, scratch_database, table_fingerprints
+from .factories import (
+    MessageRequestFactory,
+    ProbeLogFactory,
+    RequestDetailFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AUDIT = "exports_exportaudit"  # changes while the backup runs (its own record), compared by count
+
+
+@pytest.fixture(autouse=True)
+def _private_work_dir(settings, tmp_path):
+    settings.BACKUP_WORK_DIR = str(tmp_path / "work")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    locks._memory_locks.clear()
+
+
+@pytest.fixture
+def seeded(admin_user, alice, bob):
+    for i in range(40):
+        MessageRequestFactory(user=(alice, bob)[i % 2], error_message=f"err {i} 测试 'quote' \t tab")
+    for _ in range(5):
+        RequestDetailFactory(request=MessageRequestFactory(user=alice))
+    ProbeLogFactory.create_batch(7)
+    UserFactory(username="zoë")
+
+
+def download(client, mode: str, tmp_path: Path) -> Path:
+    response = client.get(f"/exports/database-backup?mode={mode}")
+    assert response.status_code == 200
+    path = tmp_path / f"{mode}.dump"
+    with open(path, "wb") as f:
+        for chunk in response.streaming_content:
+            f.write(chunk)
+    response.close()
+    return path
+
+
+def without_audit(prints: dict) -> dict:
+    return {t: v for t, v in prints.items() if t != AUDIT}
+
+
+def columns_and_indexes(dbname, table):
+    with connect(dbname) as conn:
+        columns = conn.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_name = %s ORDER BY ordinal_position", [table]
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY indexname", [table]
+        ).fetchall()
+    return columns, indexes
+
+
+def test_full_backup_restores_every_table_with_equal_counts_and_checksums(admin_client, seeded, tmp_path):
+    path = download(admin_client, "full", tmp_path)
+    source = table_fingerprints()
+    assert source["message_request"][0] == 45 and source["monitoring_requestdetail"][0] == 5
+    with scratch_database() as scratch:
+        result = restore_archive(str(path), dbname=scratch)
+        restored = table_fingerprints(scratch)
+    assert "No migrations to apply" in result.migrate_output
+    assert without_audit(restored) == without_audit(source)
+    assert restored[AUDIT][0] == source[AUDIT][0]
+
+
+def test_exclude_logs_keeps_the_usage_log_table_its_columns_and_indexes_but_no_rows(admin_client, seeded, tmp_path):
+    path = download(admin_client, "exclude_logs", tmp_path)
+    source = table_fingerprints()
+    with scratch_database() as scratch:
+        restore_archive(str(path), dbname=scratch)
+        restored = table_fingerprints(scratch)
+        for table in ("message_request", "monitoring_requestdetail"):
+            assert restored[table][0] == 0
+            assert columns_and_indexes(scratch, table) == columns_and_indexes(None, table)
+    assert source["message_request"][0] == 45
+    others = {t for t in source if t not in {"message_request", "monitoring_requestdetail", AUDIT}}
+    assert {t: restored[t] for t in others} == {t: source[t] for t in others}
+
+
+def test_restore_can_leave_out_the_usage_log_rows_of_a_full_backup(admin_client, seeded, tmp_path):
+    path = download(admin_client, "full", tmp_path)
+    with scratch_database() as scratch:
+        restore_archive(str(path), dbname=scratch, exclude_logs=True)
+        restored = table_fingerprints(scratch)
+    assert restored["message_request"][0] == 0
+    assert restored["accounts_user"] == table_fingerprints()["accounts_user"]
+
+
+def test_backup_command_writes_verifies_and_keeps_the_newest(seeded, tmp_path):
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    old = folder / "backup_2020-01-01T00-00-00.dump"
+    old.write_bytes(b"PGDMP old")
+    err = io.StringIO()
+    call_command("backup_database", "--output", str(folder), "--keep", "1", "--verify", stderr=err)
+    files = sorted(folder.iterdir())
+    assert len(files) == 1 and files[0] != old and files[0].name.startswith("backup_")
+    assert files[0].read_bytes().startswith(b"PGDMP")
+    assert "Verified" in err.getvalue() and "Deleted" in err.getvalue()
+    assert oct(files[0].stat().st_mode & 0o777) == "0o600"
+    audit = ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP)
+    assert (audit.channel, audit.outcome, audit.actor.startswith("os:")) == ("command", "ok", True)
+
+
+def test_backup_command_refuses_bad_options_clearly(db, tmp_path):
+    with pytest.raises(CommandError, match="--keep"):
+        call_command("backup_database", "--output", str(tmp_path / "x.dump"), "--keep", "2")
+    with pytest.raises(CommandError, match="--verify"):
+        call_command("backup_database", "--output", "-", "--verify")
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("backup_database", "--output", str(tmp_path / "missing" / "x.dump"))
+    assert not locks.lock_status().held
+
+
+def test_backup_command_with_the_lock_held_fails_and_is_audited(db, tmp_path):
+    holder = BackupLock()
+    assert holder.acquire()
+    try:
+        with pytest.raises(CommandError, match="Another admin is performing backup"):
+            call_command("backup_database", "--output", str(tmp_path))
+    finally:
+        holder.release()
+    assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "failed"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_command_brings_back_the_backup_and_audits_it(seeded, tmp_path):
+    target = tmp_path / "b.dump"
+    call_command("backup_database", "--output", str(target), stderr=io.StringIO())
+    Provider.objects.create(name="made-after-the-backup", url="https://after.example")
+    out = io.StringIO()
+    call_command("restore_database", str(target), "--yes", stdout=out)
+    assert "Restored" in out.getvalue()
+    assert not Provider.objects.filter(name="made-after-the-backup").exists()
+    restore = ExportAudit.objects.get(kind=Kind.DATABASE_RESTORE)
+    assert (restore.channel, restore.outcome, restore.bytes) == ("command", "ok", target.stat().st_size)
+    assert not locks.lock_status().held
+
+
+def test_restore_command_refuses_what_is_not_an_archive_and_asks_off_a_terminal(db, tmp_path):
+    junk = tmp_path / "junk.dump"
+    junk.write_text("SELECT 1;")
+    with pytest.raises(CommandError, match="not a pg_dump custom-format archive"):
+        call_command("restore_database", str(junk), "--yes")
+    with pytest.raises(CommandError, match="not a file"):
+        call_command("restore_database", str(tmp_path / "missing.dump"), "--yes")
+    good = tmp_path / "good.dump"
+    call_command("backup_database", "--output", str(good), stderr=io.StringIO())
+    with pytest.raises(CommandError, match="--yes"):
+        call_command("restore_database", str(good))  # pytest's stdin is not a terminal
+
+
+def _uploads(settings):
+    return [n for n in os.listdir(settings.BACKUP_WORK_DIR) if n.startswith(UPLOAD_PREFIX)]
+
+
+def test_restore_upload_replaces_the_data_and_removes_the_upload(admin_client, seeded, settings, tmp_path):
+    path = download(admin_client, "full", tmp_path)
+    Provider.objects.create(name="made-after-the-backup", url="https://after.example")
+    upload = SimpleUploadedFile("mine.dump", path.read_bytes())
+    response = admin_client.post(
+        "/exports/database-restore",
+        {"file": upload, "clean": "yes", "confirm": "on"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 200, response.content
+    assert json.loads(response.content)["ok"] is True
+    assert not Provider.objects.filter(name="made-after-the-backup").exists()
+    assert _uploads(settings) == []
+    audit = ExportAudit.objects.get(kind=Kind.DATABASE_RESTORE)
+    assert (audit.channel, audit.outcome, audit.filters["file"]) == ("web", "ok", "mine.dump")
+
+
+def test_restore_upload_that_is_not_an_archive_is_a_400_before_the_lock(admin_client, settings):
+    holder = BackupLock()
+    assert holder.acquire()  # would give 409 if the lock were asked first
+    try:
+        response = admin_client.post(
+            "/exports/database-restore",
+            {"file": SimpleUploadedFile("x.dump", b"not a dump"), "clean": "yes", "confirm": "on"},
+            HTTP_ACCEPT="application/json",
+        )
+    finally:
+        holder.release()
+    assert response.status_code == 400
+    assert "not a pg_dump custom-format archive" in json.loads(response.content)["message"]
+    assert _uploads(settings) == []
+
+
+def test_restore_upload_while_a_backup_runs_is_a_409(admin_client, settings):
+    holder = BackupLock()
+    assert holder.acquire()
+    try:
+        response = admin_client.post(
+            "/exports/database-restore",
+            {"file": SimpleUploadedFile("x.dump", b"PGDMP" + b"\0" * 100), "clean": "yes", "confirm": "on"},
+            HTTP_ACCEPT="application/json",
+        )
+    finally:
+        holder.release()
+    assert response.status_code == 409
+    assert json.loads(response.content)["message"] == "Another admin is performing backup"
+    assert _uploads(settings) == []
+
+
+def test_restore_upload_over_the_size_limit_is_a_413_and_leaves_no_file(admin_client, settings):
+    settings.RESTORE_MAX_UPLOAD_BYTES = 1000
+    response = admin_client.post(
+        "/exports/database-restore",
+        {"file": SimpleUploadedFile("big.dump", b"PGDMP" + b"x" * 5000), "clean": "yes", "confirm": "on"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 413
+    assert _uploads(settings) == []
+
+
+def test_restore_needs_admin_and_confirmation(alice_client, admin_client):
+    upload = SimpleUploadedFile("x.dump", b"PGDMP")
+    response = alice_client.post("/exports/database-restore", {"file": upload, "clean": "yes", "confirm": "on"})
+    assert response.status_code == 401
+    response = admin_client.post(
+        "/exports/database-restore",
+        {"file": SimpleUploadedFile("x.dump", b"PGDMP"), "clean": "yes"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400 and "confirm" in json.loads(response.content)["message"]
+
+
+def test_stale_uploads_are_swept_and_fresh_ones_kept(settings):
+    folder = Path(settings.BACKUP_WORK_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh, other = folder / f"{UPLOAD_PREFIX}a.dump", folder / f"{UPLOAD_PREFIX}b.dump", folder / "keep.txt"
+    for f in (stale, fresh, other):
+        f.write_bytes(b"x")
+    seven_hours_ago = time.time() - 7 * 3600
+    os.utime(stale, (seven_hours_ago, seven_hours_ago))
+    os.utime(other, (seven_hours_ago, seven_hours_ago))
+    assert sweep_stale_files() == 1
+    assert not stale.exists() and fresh.exists() and other.exists()
