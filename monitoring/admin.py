@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from exports.access import can_export, scope_usage
 from exports.audit import Channel, Kind
 from exports.probe_logs import MAX_LINES_LIMIT, probe_logs_response
+from exports.session_request import session_request_response
 from exports.usage import usage_csv_response
 
 from .choices import distinct_values
@@ -218,3 +219,17 @@ class RequestDetailAdmin(admin.ModelAdmin):
     list_select_related = ["request"]
     raw_id_fields = ["request"]
     show_full_result_count = False
+    search_fields = ["=request__session_id", "=request__request_id"]
+    search_help_text = _("Exact session ID or request ID.")
+    actions = ["export_json"]
+
+    @admin.action(description=_("Export the selected request as JSON"), permissions=["export"])
+    def export_json(self, request, queryset):
+        details = list(queryset.select_related("request__provider")[:2])
+        if len(details) != 1:
+            self.message_user(request, _("Select exactly one request to export."), messages.WARNING)
+            return None
+        return session_request_response(request, channel=Channel.ADMIN, row=details[0].request)
+
+    def has_export_permission(self, request):
+        return can_export(request.user, Kind.SESSION_REQUEST)

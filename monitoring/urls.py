@@ -3,6 +3,7 @@ from django.urls import path
 from exports.database_views import data_management
 
 from . import availability_views, views
+from . import session_views
 
 app_name = "dashboard"
 
@@ -10,6 +11,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("settings/data/", data_management, name="data"),
     path("logs/", views.usage_logs, name="logs"),
+    path("sessions/", session_views.sessions, name="sessions"),
+    path("sessions/<path:session_id>/", session_views.session_detail, name="session"),
     path("availability/", availability_views.availability, name="availability"),
     path(
         "availability/endpoints/<int:endpoint_id>/",

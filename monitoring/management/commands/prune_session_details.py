@@ -1,0 +1,40 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from monitoring.detail_retention import prune_details, retention_cutoff
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete stored request details older than SESSION_DETAILS_RETENTION_DAYS (counted from "
+        "the request's time), in batches. The usage rows are kept; their export then answers "
+        "that the details were pruned. Run it daily (cron, a systemd timer). There is no --days: "
+        "the export tells pruned from never recorded by the same setting."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--batch-size", type=int, dest="batch_size",
+            help="details per DELETE statement (default SESSION_DETAILS_PRUNE_BATCH)",
+        )
+
+    def handle(self, *args, batch_size, **options):
+        days = settings.SESSION_DETAILS_RETENTION_DAYS
+        batch_size = settings.SESSION_DETAILS_PRUNE_BATCH if batch_size is None else batch_size
+        if days < 0:
+            raise CommandError("SESSION_DETAILS_RETENTION_DAYS must be 0 or more.")
+        if batch_size < 1:
+            raise CommandError("--batch-size must be 1 or more.")
+        cutoff = retention_cutoff(days)
+        progress = self.stderr.isatty()
+        deleted = prune_details(
+            cutoff=cutoff,
+            batch_size=batch_size,
+            on_batch=(lambda n: self.stderr.write(f"\r{n:,} deleted", ending="")) if progress else None,
+        )
+        if progress and deleted:
+            self.stderr.write("")
+        self.stdout.write(
+            f"Deleted {deleted:,} request details stored before "
+            f"{cutoff.isoformat(timespec='seconds')} (older than {days} days); usage rows kept."
+        )
