@@ -111,8 +111,8 @@ def test_latency_series_buckets_count_probes_and_average_ok_latency(endpoint):
     assert by_bucket == [(0, 0, None), (1, 1, 40.0), (0, 0, None), (1, 1, 60.0), (1, 0, None), (1, 1, 80.0)]
     chart = latency_chart(series, 60, 20)
     assert chart.max_ms == 100
-    # A gap where no probe was OK: the path starts again after the failed bucket.
-    assert chart.path.count("M") == 2
+    # Gaps where no probe was OK (bucket 2 empty, bucket 4 failed): three separate dots.
+    assert chart.path == "M15.0 11.2 h0.01 M35.0 8.8 h0.01 M55.0 6.4 h0.01"
     assert [f[2:] for f in chart.fails] == [(1, 1)]
 
 
