@@ -139,7 +139,11 @@ def child_env(passfile: PassFile) -> dict[str, str]:
     for name in ("HOME", "TZ", "TMPDIR"):
         if name in os.environ:
             env[name] = os.environ[name]
-    env["PGPASSFILE"] = passfile.path or os.devnull
+    if passfile.path:
+        env["PGPASSFILE"] = passfile.path
+    elif "PGPASSFILE" in os.environ:
+        # No password in DATABASE_URL: the deployment's own pgpass file (or ~/.pgpass) has it.
+        env["PGPASSFILE"] = os.environ["PGPASSFILE"]
     return env
 
 

@@ -205,7 +205,9 @@ def _migrate(params: dict, passfile: PassFile) -> str:
     reaches the current schema; a child, so any database can be the target and this process's
     connections and caches are left alone."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PGPASSWORD"}}
-    env.update({"DATABASE_URL": database_url_without_password(params), "PGPASSFILE": passfile.path or os.devnull})
+    env["DATABASE_URL"] = database_url_without_password(params)
+    if passfile.path:
+        env["PGPASSFILE"] = passfile.path
     result = subprocess.run(
         [sys.executable, str(settings.BASE_DIR / "manage.py"), "migrate", "--noinput"],
         cwd=settings.BASE_DIR,
