@@ -9,6 +9,8 @@ a lease ahead; it then probes them and writes the result together with the real 
 rows and, once the claim commits, no longer sees them as due: each endpoint is probed once per
 interval, by whichever prober claimed it, and the work spreads over all probers. If a prober
 dies mid-probe its claim simply expires after the lease and another prober takes the endpoint.
+Due times are computed on the database's clock, so hosts whose clocks disagree cannot probe an
+endpoint early.
 
 PostgreSQL is always there and is the system of record, so this holds with or without Redis.
 A Redis leader lock (SET NX with a TTL) would add a second mechanism that is weaker (a leader
@@ -29,7 +31,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .models import ProbeErrorType, ProbeLog, ProviderEndpoint
@@ -80,22 +83,28 @@ def probable_endpoints():
     return ProviderEndpoint.objects.filter(is_enabled=True, provider__is_enabled=True)
 
 
+def db_now_plus(seconds: float):
+    """The database's clock plus `seconds`: every prober schedules on the same clock, so hosts
+    whose clocks disagree still probe each endpoint once per interval."""
+    return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
+
+
 def claim_due(limit: int, config: ProbeSettings, now: datetime | None = None) -> list[tuple[int, str]]:
-    """Claim up to `limit` due endpoints for this prober: (id, url) pairs."""
+    """Claim up to `limit` due endpoints for this prober: (id, url) pairs. `now` (for tests)
+    replaces the database's clock."""
     if limit <= 0:
         return []
-    now = now or timezone.now()
     with transaction.atomic():
         rows = list(
             probable_endpoints()
-            .filter(Q(next_probe_at__isnull=True) | Q(next_probe_at__lte=now))
+            .filter(Q(next_probe_at__isnull=True) | Q(next_probe_at__lte=now or Now()))
             .select_for_update(skip_locked=True, of=("self",))
             .order_by(F("next_probe_at").asc(nulls_first=True), "id")
             .values_list("id", "url")[:limit]
         )
         if rows:
             ProviderEndpoint.objects.filter(pk__in=[pk for pk, _ in rows]).update(
-                next_probe_at=now + config.lease
+                next_probe_at=(now + config.lease) if now else db_now_plus(config.lease.total_seconds())
             )
     return rows
 
@@ -110,7 +119,7 @@ def record_result(
     *,
     source: str = ProbeLog.Source.SCHEDULED,
     at: datetime | None = None,
-    next_probe_at: datetime | None = None,
+    next_probe_at=None,
 ) -> ProbeLog:
     """Write a probe log and the endpoint's last result in one transaction. A scheduled result
     also sets the endpoint's next probe time; a manual one leaves the schedule alone."""
@@ -244,9 +253,7 @@ class Prober:
         now = timezone.now()
         delay = next_probe_delay(result, self.config, self.rng)
         try:
-            entry = record_result(
-                endpoint_id, result, at=now, next_probe_at=now + timedelta(seconds=delay)
-            )
+            entry = record_result(endpoint_id, result, at=now, next_probe_at=db_now_plus(delay))
         except (EndpointGone, IntegrityError):
             log.info("probe_result_dropped endpoint=%s reason=endpoint deleted", endpoint_id)
             return
