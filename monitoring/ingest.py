@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import KEY_PREFIX_LEN, ApiKey, User
@@ -290,15 +290,45 @@ def _resolve_relations(rows: list, errors: IngestErrors) -> None:
             errors.add(index, "provider_id", f"No provider has the id {provider_id}.")
 
 
-# Columns written by the bulk insert, in the model's order (id is the database's).
-def _columns():
-    return [f for f in MessageRequest._meta.concrete_fields if f.name != "id"]
+def _bulk_insert(model, values: list[dict], *, conflict: str, returning: str = "") -> list:
+    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT (conflict) DO NOTHING:
+    one statement, one parameter per column whatever the batch size.
+
+    The arrays go as bound parameters (server-side binding, binary) through a psycopg cursor on
+    Django's own connection, so inside the caller's transaction. Django's default client-side
+    binding would quote every element into the SQL text: 3x slower for 1,000 rows."""
+    from psycopg import Cursor
+    from psycopg.types.json import Jsonb
+
+    columns = [f for f in model._meta.concrete_fields if f.attname in values[0]]
+    arrays = []
+    for model_field in columns:
+        name = model_field.attname
+        # Validated values are already what the columns take (str, int, Decimal, aware
+        # datetime); only JSON needs wrapping.
+        if isinstance(model_field, models.JSONField):
+            arrays.append([None if v[name] is None else Jsonb(v[name]) for v in values])
+        else:
+            arrays.append([v[name] for v in values])
+    quote = connection.ops.quote_name
+    casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in columns)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "
+        f"SELECT * FROM unnest({casts}) ON CONFLICT ({quote(conflict)}) DO NOTHING"
+        + (f" RETURNING {returning}" if returning else "")
+    )
+    connection.ensure_connection()
+    with Cursor(connection.connection) as cursor:
+        cursor.execute(sql, arrays, binary=True)
+        return cursor.fetchall() if returning else []
 
 
 def _row_values(row: dict) -> dict:
     values = {}
-    for model_field in _columns():
+    for model_field in MessageRequest._meta.concrete_fields:
         name = model_field.attname
+        if name == "id":
+            continue
         if name == "retry_count":
             # The one definition, as MessageRequest.save() uses it.
             values[name] = retry_count_from_chain(row.get("provider_chain"))
@@ -310,28 +340,14 @@ def _row_values(row: dict) -> dict:
 
 
 def insert_rows(rows: list[dict]) -> dict[str, int]:
-    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING: one
-    statement and a fixed number of parameters whatever the batch size. Returns
-    {request_id: id} of the rows actually inserted."""
+    """Store the rows that are new; {request_id: id} of those actually inserted."""
     if not rows:
         return {}
-    columns = _columns()
-    values = [_row_values(row) for row in rows]
-    arrays, casts = [], []
-    for model_field in columns:
-        arrays.append(
-            [model_field.get_db_prep_save(v[model_field.attname], connection) for v in values]
-        )
-        casts.append(f"%s::{model_field.db_type(connection)}[]")
-    table = connection.ops.quote_name(MessageRequest._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(f.column) for f in columns)
-    sql = (
-        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({', '.join(casts)}) "
-        f"ON CONFLICT (request_id) DO NOTHING RETURNING request_id, id"
+    inserted = _bulk_insert(
+        MessageRequest, [_row_values(row) for row in rows], conflict="request_id",
+        returning="request_id, id",
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, arrays)
-        return dict(cursor.fetchall())
+    return dict(inserted)
 
 
 def insert_details(rows: list[dict], inserted: dict[str, int]) -> int:
@@ -349,14 +365,16 @@ def insert_details(rows: list[dict], inserted: dict[str, int]) -> int:
                 request_id__in=earlier, detail__isnull=True
             ).values_list("request_id", "pk", "created_at")
         )
-    objs = [
+    if not targets:
+        return 0
+    values = [
         # Retention counts from the request's own time, so a backfill of old rows is not kept
         # longer than live traffic.
-        RequestDetail(request_id=pk, created_at=created, **wanted[rid]["detail"])
+        {"request_id": pk, "created_at": created, **wanted[rid]["detail"]}
         for rid, (pk, created) in targets.items()
     ]
-    RequestDetail.objects.bulk_create(objs, ignore_conflicts=True, batch_size=500)
-    return len(objs)
+    stored = _bulk_insert(RequestDetail, values, conflict="request_id", returning="request_id")
+    return len(stored)
 
 
 def ingest_rows(payload: list, *, max_rows: int) -> IngestResult:
