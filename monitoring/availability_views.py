@@ -144,9 +144,8 @@ def endpoint_probe(request, endpoint_id):
     except EndpointGone as exc:
         raise Http404 from exc
     level = messages.SUCCESS if entry.ok else messages.WARNING
-    messages.add_message(
-        request, level, _("Probed %(endpoint)s: %(line)s") % {"endpoint": endpoint, "line": format_probe_line(entry)}
-    )
+    text = _("Probed %(endpoint)s: %(line)s")
+    messages.add_message(request, level, text % {"endpoint": endpoint, "line": format_probe_line(entry)})
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
         return redirect(target)
