@@ -132,6 +132,13 @@ DETAIL_FIELDS: dict[str, forms.Field] = {
 }
 
 
+# Fields the hub works out itself; a sender that names them is told so.
+COMPUTED_FIELDS = {
+    "retry_count": "Computed from provider_chain (monitoring/retries.py); leave it out.",
+    "id": "Assigned by the hub; name the row by request_id.",
+}
+
+
 @dataclass
 class IngestErrors(Exception):
     """Field errors, each as {"row": index, "field": dotted name, "message": text}."""
@@ -173,7 +180,7 @@ class IngestResult:
 def _clean(fields: dict, data: dict, errors: IngestErrors, row: int, prefix: str = "") -> dict:
     cleaned = {}
     for name in data.keys() - fields.keys():
-        errors.add(row, prefix + str(name), "Unknown field.")
+        errors.add(row, prefix + str(name), COMPUTED_FIELDS.get(name, "Unknown field."))
     for name, form_field in fields.items():
         if name not in data:
             if form_field.required:

@@ -120,6 +120,13 @@ def test_retry_count_comes_from_the_provider_chain(anon_client, key):
     assert counts == {"req-0": 2, "req-1": 0}
 
 
+def test_a_sent_retry_count_is_refused_not_trusted(anon_client, key):
+    response = post(anon_client, row(key, retry_count=5))
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "retry_count"
+    assert "provider_chain" in response.json()["errors"][0]["message"]
+
+
 def test_times_are_accepted_as_iso_or_epoch_milliseconds(anon_client, key):
     post(anon_client, [row(key, 0, created_at="2026-01-29T10:30:00.000Z"),
                        row(key, 1, created_at=1769682600000)])
