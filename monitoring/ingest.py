@@ -8,6 +8,7 @@ rows are inserted with ON CONFLICT (request_id) DO NOTHING.
 
 import json
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -67,6 +68,17 @@ class HeadersField(JsonObjectField):
                 )
 
 
+class CostField(forms.DecimalField):
+    """Rounded to the column's 15 decimal places (a proxy may price with more), then held to
+    its 21 digits."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None or not value.is_finite():
+            return value
+        return value.quantize(Decimal(10) ** -self.decimal_places, rounding=ROUND_HALF_EVEN)
+
+
 class AnyJsonField(forms.Field):
     def to_python(self, value):
         return value
@@ -105,7 +117,7 @@ ROW_FIELDS: dict[str, forms.Field] = {
     "endpoint": _text("endpoint"),
     "status_code": forms.IntegerField(required=False, min_value=0, max_value=999),
     **{name: _model_field(name, min_value=0, required=False) for name in TOKEN_FIELDS},
-    "cost_usd": _model_field("cost_usd", min_value=0, required=False),
+    "cost_usd": _model_field("cost_usd", form_class=CostField, min_value=0, required=False),
     "duration_ms": _model_field("duration_ms", required=False),
     "session_id": _text("session_id"),
     "request_sequence": forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1),
@@ -339,10 +351,11 @@ def _row_values(row: dict) -> dict:
         if name == "retry_count":
             # The one definition, as MessageRequest.save() uses it.
             values[name] = retry_count_from_chain(row.get("provider_chain"))
-        elif row.get(name) is not None:
-            values[name] = row[name]
-        else:
+        elif row.get(name) is None or (row[name] == "" and model_field.null):
+            # Nullable columns store NULL for "" (client_ip's form field cleans null to "").
             values[name] = model_field.get_default()
+        else:
+            values[name] = row[name]
     return values
 
 

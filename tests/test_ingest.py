@@ -86,6 +86,38 @@ def test_a_batch_is_stored_and_a_retried_batch_adds_nothing(anon_client, key):
     assert MessageRequest.objects.count() == 25
 
 
+def test_a_batch_of_1000_mixed_rows_is_stored_value_for_value(anon_client, key, bob):
+    provider = ProviderFactory()
+    batch = []
+    for n in range(1000):
+        data = row(key, n, input_tokens=[None, 5, 2**40][n % 3], cost_usd=[None, "0.5"][n % 2],
+                   client_ip=["203.0.113.9", "2001:db8::1", None][n % 3],
+                   provider_id=provider.pk if n % 4 else None, status_code=None if n % 5 == 0 else 200,
+                   provider_chain=[{"reason": "retry_failed"}, {"reason": "retry_success", "statusCode": 200}]
+                   if n % 7 == 0 else [])
+        if n % 10 == 0:
+            data["detail"] = {"method": "POST", "headers": {"x-api-key": f"sk-secret-value-{n:04d}"},
+                              "body": {"n": n}}
+        if n % 2:
+            data.update(key_id=None, user_id=bob.pk)
+        batch.append(data)
+    response = post(anon_client, batch)
+    assert response.json() == {"received": 1000, "inserted": 1000, "duplicates": 0, "details_stored": 100}
+    stored = {r.request_id: r for r in MessageRequest.objects.select_related("detail")}
+    for n in (0, 1, 2, 3, 7, 10, 999):
+        r = stored[f"req-{n}"]
+        assert r.input_tokens == [None, 5, 2**40][n % 3]
+        assert r.cost_usd == [None, Decimal("0.5")][n % 2]
+        assert r.client_ip == ["203.0.113.9", "2001:db8::1", None][n % 3]
+        assert r.provider_id == (provider.pk if n % 4 else None)
+        assert r.status_code == (None if n % 5 == 0 else 200)
+        assert r.retry_count == (1 if n % 7 == 0 else 0)
+        assert (r.user_id, r.key_id) == ((bob.pk, None) if n % 2 else (key.user_id, key.pk))
+        assert r.model == "claude-sonnet-4-5" and r.error_message == "" and r.blocked_by == ""
+    assert stored["req-10"].detail.headers == {"x-api-key": "sk-s******0010"}
+    assert stored["req-10"].detail.body == {"n": 10}
+
+
 def test_a_partly_new_batch_inserts_only_the_new_rows(anon_client, key):
     post(anon_client, [row(key, n) for n in range(3)])
     response = post(anon_client, [row(key, n) for n in range(5)])
@@ -118,6 +150,23 @@ def test_retry_count_comes_from_the_provider_chain(anon_client, key):
     post(anon_client, [row(key, 0, provider_chain=chain), row(key, 1)])
     counts = dict(MessageRequest.objects.values_list("request_id", "retry_count"))
     assert counts == {"req-0": 2, "req-1": 0}
+
+
+@pytest.mark.parametrize(
+    "sent, stored",
+    [("0.00000000000000049", Decimal("0E-15")), (0.0156, Decimal("0.0156")),
+     ("1.0000000000000005", Decimal("1.000000000000000")), ("123456.5", Decimal("123456.5"))],
+)
+def test_costs_are_rounded_to_the_columns_15_places(anon_client, key, sent, stored):
+    assert post(anon_client, row(key, cost_usd=sent)).status_code == 200
+    assert MessageRequest.objects.get().cost_usd == stored
+
+
+@pytest.mark.parametrize("sent", ["1234567.5", "-1", "NaN", "abc", True])
+def test_impossible_costs_are_refused(anon_client, key, sent):
+    response = post(anon_client, row(key, cost_usd=sent))
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "cost_usd"
 
 
 def test_a_sent_retry_count_is_refused_not_trusted(anon_client, key):
