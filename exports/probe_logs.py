@@ -192,8 +192,8 @@ def format_probe_line(entry: ProbeLog, zone: ZoneInfo | None = None) -> str:
 def endpoint_comment(endpoint: ProviderEndpoint, first: datetime, last: datetime,
                      zone: ZoneInfo) -> str:
     """`# probe logs of <provider> / <label> <url> (endpoint N); <first> .. <last> <zone>`"""
-    name = escape_message(f"{endpoint.provider.name} / {endpoint.label or endpoint.url}")
     url = escape_message(mask_url(endpoint.url))
+    name = escape_message(f"{endpoint.provider.name} / {endpoint.label or url}")
     span = f"{first.astimezone(zone):%Y-%m-%d %H:%M:%S} .. {last.astimezone(zone):%Y-%m-%d %H:%M:%S}"
     return f"# probe logs of {name} {url} (endpoint {endpoint.pk}); {span} {zone.key}"
 

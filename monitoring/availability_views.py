@@ -29,6 +29,7 @@ from exports.probe_logs import (
 )
 
 from .availability import latency_chart, latency_series, window_of
+from .masking import mask_url
 from .models import ProviderEndpoint
 from .prober import EndpointGone, probe_now
 
@@ -65,6 +66,7 @@ def availability(request):
             "series": series[e.pk],
             "chart": latency_chart(series[e.pk], 240, 48),
             "last_latency": format_latency(e.last_probe_latency_ms),
+            "url": mask_url(e.url),
         }
         for e in endpoints
     ]
@@ -114,6 +116,7 @@ def endpoint_health(request, endpoint_id):
             "start": start,
             "end": end,
             "last_latency": format_latency(endpoint.last_probe_latency_ms),
+            "url": mask_url(endpoint.url),
             "refresh_ms": settings.PROBE_TERMINAL_REFRESH_S * 1000,
             "time_zone": settings.TIME_ZONE,
         },
@@ -145,7 +148,8 @@ def endpoint_probe(request, endpoint_id):
         raise Http404 from exc
     level = messages.SUCCESS if entry.ok else messages.WARNING
     text = _("Probed %(endpoint)s: %(line)s")
-    messages.add_message(request, level, text % {"endpoint": endpoint, "line": format_probe_line(entry)})
+    name = endpoint.label or mask_url(endpoint.url)
+    messages.add_message(request, level, text % {"endpoint": name, "line": format_probe_line(entry)})
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
         return redirect(target)

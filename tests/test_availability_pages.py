@@ -207,3 +207,17 @@ def test_probe_now_ignores_an_offsite_next_and_refuses_get(admin_client, probe_s
     assert response["Location"] == health_url(endpoint)
     assert admin_client.get(probe).status_code == 405
     assert ProbeLog.objects.filter(endpoint=endpoint).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_secret_in_an_endpoint_url_is_masked_on_the_pages_and_in_the_file(admin_client):
+    endpoint = ProviderEndpointFactory(label="", url="https://relay.example/v1?api_key=sk-very-secret-1234")
+    ProbeLogFactory(endpoint=endpoint, ok=False, status_code=503, error_message="HTTP 503")
+    for url in (AVAILABILITY, health_url(endpoint)):
+        html = admin_client.get(url).content.decode()
+        assert "sk-very-secret-1234" not in html
+        assert "api_key=[REDACTED]" in html
+    response = admin_client.get(reverse("exports:probe-logs-txt", args=[endpoint.pk]))
+    body = b"".join(response.streaming_content).decode()
+    assert "sk-very-secret-1234" not in body
+    assert "api_key=[REDACTED]" in body.splitlines()[0]
