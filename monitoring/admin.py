@@ -233,3 +233,11 @@ class RequestDetailAdmin(admin.ModelAdmin):
 
     def has_export_permission(self, request):
         return can_export(request.user, Kind.SESSION_REQUEST)
+
+    # Details are written only by the ingest path, which masks them; an edit form would let an
+    # unmasked value in. Deleting stays possible (and pruning does it in bulk).
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

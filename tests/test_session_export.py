@@ -14,6 +14,12 @@ from .factories import MessageRequestFactory, ProviderFactory, RequestDetailFact
 
 
 
+@pytest.fixture(autouse=True)
+def _english(settings):
+    # The messages are asserted in English; the deployment default is zh-hans.
+    settings.LANGUAGE_CODE = "en"
+
+
 @pytest.fixture
 def recent():
     return timezone.now() - timedelta(hours=1)
@@ -288,3 +294,10 @@ def test_the_command_says_why_there_is_no_file(alice, tmp_path, settings):
 def test_the_command_rejects_a_bad_sequence(db):
     with pytest.raises(CommandError, match="--sequence: "):
         call_command("export_session_request", "abc", "--sequence", "zero")
+
+
+def test_request_details_cannot_be_added_or_edited_in_the_admin(admin_client, stored):
+    assert admin_client.get(CHANGELIST + "add/").status_code == 403
+    change = admin_client.post(f"{CHANGELIST}{stored.pk}/change/", {"method": "GET", "headers": "{}"})
+    assert change.status_code == 403
+    assert admin_client.get(f"{CHANGELIST}{stored.pk}/change/").status_code == 200  # viewing is fine
