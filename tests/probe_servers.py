@@ -78,3 +78,28 @@ def closed_port():
     port = sock.getsockname()[1]
     sock.close()
     return port
+
+
+@pytest.fixture
+def unanswered_port():
+    """A listening socket that never accepts, its accept queue filled up: the kernel then drops
+    further SYNs, so a TCP connect hangs until the probe's timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(64):
+        filler = socket.socket()
+        filler.settimeout(0.5)
+        fillers.append(filler)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except TimeoutError:
+            break  # the queue is full: the next connect hangs too
+    else:
+        pytest.fail("the accept queue never filled up")
+    yield port
+    for filler in fillers:
+        filler.close()
+    server.close()

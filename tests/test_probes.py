@@ -5,7 +5,7 @@ import pytest
 from monitoring.models import ProbeErrorType
 from monitoring.probes import probe_url
 
-from .probe_servers import closed_port, probe_server  # noqa: F401 (fixtures)
+from .probe_servers import closed_port, probe_server, unanswered_port  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("method", ["head", "get"])
@@ -64,6 +64,14 @@ def test_tcp_connect_is_ok_without_a_status(probe_server):
     assert result.status_code is None
     assert result.latency_ms is not None
     assert probe_server.seen == []  # connected, sent nothing
+
+
+def test_a_tcp_connect_that_gets_no_answer_fails_as_timeout(unanswered_port):
+    result = probe_url(f"http://127.0.0.1:{unanswered_port}/", method="tcp", timeout_ms=300)
+    assert not result.ok
+    assert result.status_code is None
+    assert result.error_type == ProbeErrorType.TIMEOUT
+    assert result.latency_ms >= 300
 
 
 @pytest.mark.parametrize("method", ["tcp", "head", "get"])
