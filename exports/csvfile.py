@@ -47,11 +47,17 @@ def _regex_class(chars: str) -> str:
     return "".join(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}" for ch in chars)
 
 
-# NUL cannot occur in PostgreSQL text, so the SQL side only checks tab, CR and LF.
+# Written so PostgreSQL inlines them (one SELECT, no sub-query, volatility no stricter than the
+# body's): a function call per cell would cost more than the COPY itself. NUL cannot occur in
+# PostgreSQL text, so the SQL side only checks tab, CR and LF.
 CSV_SQL_FUNCTIONS = rf"""
 CREATE OR REPLACE FUNCTION hub_csv_text(t text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
+    -- Fast path, nearly every cell: an ASCII letter, digit, / or _ cannot start a formula,
+    -- and NFKC cannot turn it into one.
+    WHEN ascii(t) BETWEEN 97 AND 122 OR ascii(t) BETWEEN 65 AND 90
+      OR ascii(t) BETWEEN 47 AND 57 OR ascii(t) = 95 THEN t
     WHEN t ~ '^[\u0009\u000a\u000d]' THEN '''' || t
     WHEN normalize(t, NFKC) ~ '^[{_regex_class(WHITESPACE)}]*[=+@-]' THEN '''' || t
     ELSE t
@@ -61,25 +67,21 @@ $$;
 CREATE OR REPLACE FUNCTION hub_csv_decimal(n numeric) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   -- At most 15 significant digits (Excel shows more as text), no trailing zeros, no exponent.
-  SELECT CASE
-    WHEN n IS NULL THEN NULL
-    WHEN n = 0 THEN '0'
-    ELSE trim_scale(round(n, 14 - floor(log(abs(n)))::int))::text
-  END
+  -- Below 1 a numeric(21,15) has at most 15 anyway; from 1 up, keep 15 minus the integer digits.
+  SELECT trim_scale(
+    CASE WHEN abs(n) >= 1 THEN round(n, 15 - length(trunc(abs(n))::text)) ELSE n END
+  )::text
 $$;
 
 CREATE OR REPLACE FUNCTION hub_csv_time(ts timestamptz, tz text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   -- ISO 8601 with milliseconds: Z in UTC, else the zone's offset at that instant.
   SELECT CASE
-    WHEN ts IS NULL THEN NULL
     WHEN tz = 'UTC' THEN to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
     ELSE to_char(ts AT TIME ZONE tz, 'YYYY-MM-DD"T"HH24:MI:SS.MS')
-      || (SELECT CASE WHEN s < 0 THEN '-' ELSE '+' END
-                 || lpad((abs(s) / 3600)::text, 2, '0') || ':'
-                 || lpad((abs(s) % 3600 / 60)::text, 2, '0')
-          FROM (SELECT extract(epoch FROM (ts AT TIME ZONE tz) - (ts AT TIME ZONE 'UTC'))::int
-                AS s) AS offset_seconds)
+      || CASE WHEN (ts AT TIME ZONE tz) < (ts AT TIME ZONE 'UTC') THEN '-' ELSE '+' END
+      || to_char(greatest((ts AT TIME ZONE tz) - (ts AT TIME ZONE 'UTC'),
+                          (ts AT TIME ZONE 'UTC') - (ts AT TIME ZONE tz)), 'HH24:MI')
   END
 $$;
 """

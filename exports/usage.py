@@ -110,6 +110,9 @@ class UsageCsvSource:
         # atomic(): closing the stream early cancels the COPY, which aborts the transaction it
         # ran in; the exception unwinding through here rolls that back (or its savepoint).
         with transaction.atomic(), connection.cursor() as cursor:
+            # JIT compiling this wide projection costs seconds up front and saves little on a
+            # streamed scan; without it the first rows leave sooner and the whole runs faster.
+            cursor.execute("SET LOCAL jit = off")
             with cursor.copy(statement) as copy:
                 buffer, size = [], 0
                 for block in copy:

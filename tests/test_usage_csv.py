@@ -426,4 +426,4 @@ def test_query_count_does_not_grow_with_rows(admin_client, alice):
     bulk_rows(alice, 3000)
     many = count_queries()
     assert few == many
-    assert few == 5  # session, user, audit insert, COPY, audit update
+    assert few == 6  # session, user, audit insert, SET LOCAL jit, COPY, audit update

@@ -231,6 +231,8 @@ class Command(BaseCommand):
         owner_w = [1 if u.username == "admin" else 3 for u, _ in owners]
         details = []
         written = 0
+        clock = 0.0
+        mean_gap = span / max(count / 3.6, 1)  # 3.6 requests per session on average
         table = MessageRequest._meta.db_table
         with connection.cursor() as cursor:
             with cursor.cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -240,7 +242,10 @@ class Command(BaseCommand):
                     session = f"sess_{uuid.UUID(int=rng.getrandbits(128)).hex[:16]}"
                     if rng.random() < 0.002:
                         session = "=1+1 " + session  # a hostile session id
-                    at = now - timedelta(seconds=rng.random() * span)
+                    # Sessions start in time order, as a proxy writes them: the table's physical
+                    # order follows created_at, like a real usage log's.
+                    clock += rng.expovariate(1 / mean_gap)
+                    at = now - timedelta(seconds=max(span - clock, 0))
                     model, original = rng.choice(MODELS)
                     provider = rng.choice(provider_ids)
                     length = min(rng.choice((1, 1, 2, 3, 4, 6, 8)), count - written)
@@ -252,7 +257,7 @@ class Command(BaseCommand):
                         copy.write_row(row)
                         if detail is not None:
                             details.append(detail)
-                        at += timedelta(seconds=rng.uniform(3, 90))
+                        at = min(at + timedelta(seconds=rng.uniform(3, 90)), now)
                         written += 1
         self.make_details(details)
         return written
