@@ -58,7 +58,11 @@ FILTER_FIELDS = ("start_time", "end_time", "range", "status", "search", "max_lin
 
 
 class ProbeLogFilterForm(forms.Form):
-    start_time = TimestampField(label=gettext_lazy("Start time"), required=False)
+    start_time = TimestampField(
+        label=gettext_lazy("Start time"),
+        required=False,
+        help_text=gettext_lazy("Milliseconds since the epoch or ISO 8601."),
+    )
     end_time = TimestampField(
         label=gettext_lazy("End time"), required=False, help_text=gettext_lazy("Exclusive.")
     )
@@ -84,6 +88,7 @@ class ProbeLogFilterForm(forms.Form):
         required=False,
         min_value=1,
         max_value=MAX_LINES_LIMIT,
+        help_text=gettext_lazy("The newest matching probes, 1 to 1000; 100 by default."),
     )
 
     def clean_status(self):

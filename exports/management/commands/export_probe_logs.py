@@ -22,6 +22,8 @@ class Command(BaseCommand):
             help_text = str(field.label)
             if getattr(field, "choices", None):
                 help_text += f" ({', '.join(str(value) for value, _ in field.choices if value)})"
+            if field.help_text:
+                help_text += f": {field.help_text}"
             parser.add_argument(
                 "--" + name.replace("_", "-"), dest=name, metavar=name.upper(), help=help_text
             )
