@@ -1,5 +1,7 @@
 """Database backup download, restore upload and the data-management page (admins only)."""
 
+import logging
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,10 +17,13 @@ from django.views.decorators.http import require_POST, require_safe
 from .access import export_view, is_admin, json_error
 from .audit import Channel, Kind, Outcome, finish_audit, start_audit
 from .backup import BackupError, LockHeld, backup_filename, database_status, start_backup
-from .locks import lock_ttl_ms
+from .locks import lock_status, lock_ttl_ms
 from .restore import RestoreUploadHandler, finish_restore_audit, restore_archive, sweep_stale_files
 from .streaming import streaming_download
 
+log = logging.getLogger("exports.backup")
+
+# The spec's text, untranslated: clients match on it.
 LOCK_HELD_ERROR = "Another admin is performing backup"
 
 
@@ -55,7 +60,8 @@ class RestoreForm(forms.Form):
 def backup_error_response(exc: BackupError):
     if isinstance(exc, LockHeld):
         response = json_error(409, LOCK_HELD_ERROR, detail=_("Wait for it to finish, then try again."))
-        response["Retry-After"] = str(max(1, lock_ttl_ms() // 1000))
+        remaining = lock_status().ttl_ms or lock_ttl_ms()
+        response["Retry-After"] = str(max(1, remaining // 1000))
         return response
     return json_error(exc.status, str(exc))
 
@@ -69,6 +75,10 @@ def backup_download(request, *, exclude_logs: bool, channel: str):
     except BackupError as exc:
         finish_audit(audit, outcome=Outcome.FAILED, detail=f"{exc.status}: {exc}")
         return backup_error_response(exc)
+    except Exception as exc:  # anything else before the first byte: still JSON, still audited
+        log.exception("database_export_error mode=%s status=500", mode)
+        finish_audit(audit, outcome=Outcome.FAILED, detail=f"500: {type(exc).__name__}")
+        return json_error(500, _("Internal Server Error"))
     return streaming_download(
         request, stream, audit=audit, filename=backup_filename(), content_type="application/octet-stream"
     )

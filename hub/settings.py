@@ -197,7 +197,7 @@ PROBE_TERMINAL_REFRESH_S = env.int("PROBE_TERMINAL_REFRESH_S", default=5)
 # TTL of the backup lock (Redis key database:backup:lock, or the per-process fallback); its
 # holder renews it every TTL/3 while a backup or restore runs.
 BACKUP_LOCK_TTL_MS = env.int("BACKUP_LOCK_TTL_MS", default=300_000)
-# gzip level of pg_dump -Fc (0-9). 1: see bench/README.md for why not pg_dump's default (6).
+# gzip level of pg_dump -Fc (0-9). 1, not pg_dump's default (6): see bench/backup_download.py.
 BACKUP_COMPRESSION_LEVEL = env.int("BACKUP_COMPRESSION_LEVEL", default=1)
 # Folder of the PostgreSQL client tools; empty: the newest /usr/lib/postgresql/N/bin, then PATH.
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")

@@ -253,3 +253,27 @@ def test_password_is_never_in_argv_child_environment_or_logs(admin_client, setti
     assert "PGPASSFILE=" in environ
     for text in (ps, argv, environ, caplog.text):
         assert password not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_admin_has_a_back_up_database_entry_for_admins(admin_client):
+    changelist = admin_client.get("/admin/exports/exportaudit/")
+    assert b'id="admin-backup-database"' in changelist.content
+    form = admin_client.get("/admin/exports/exportaudit/backup/")
+    assert form.status_code == 200 and b'name="mode"' in form.content
+    response = admin_client.get("/admin/exports/exportaudit/backup/?mode=exclude_logs")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"PGDMP")
+    response.close()
+    audit = ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP)
+    assert (audit.channel, audit.outcome, audit.filters) == ("admin", "ok", {"mode": "exclude_logs"})
+
+
+def test_staff_who_are_not_admins_cannot_use_the_admin_entry(db, client):
+    from .factories import UserFactory
+
+    staff = UserFactory(username="staffer", is_staff=True)
+    client.force_login(staff)
+    response = client.get("/admin/exports/exportaudit/backup/?mode=full")
+    assert response.status_code == 403
+    assert not pg_dump_processes(os.getpid())
