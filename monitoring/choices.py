@@ -1,7 +1,6 @@
 """Values for the usage-log page's dropdowns, scoped to what the viewer may see."""
 
 from django.core.cache import cache
-from django.db.models import Count
 
 from accounts.models import ApiKey, User
 from exports.access import is_admin
@@ -11,7 +10,7 @@ from .models import MessageRequest, Provider
 CACHE_SECONDS = 300
 
 
-def distinct_values(field: str, user_id: int | None) -> list[str]:
+def distinct_values(field: str, user_id: int | None) -> list:
     key = f"usage-choices:{field}:{user_id or 'all'}"
     values = cache.get(key)
     if values is None:
@@ -33,13 +32,7 @@ def usage_filter_choices(user) -> dict:
     providers = Provider.objects.order_by("name")
     if own is not None:
         keys = keys.filter(user_id=own)
-        providers = providers.filter(
-            pk__in=MessageRequest.objects.filter(user_id=own, provider__isnull=False)
-            .order_by()
-            .values("provider_id")
-            .annotate(n=Count("id"))
-            .values("provider_id")
-        )
+        providers = providers.filter(pk__in=distinct_values("provider_id", own))
     return {
         "users": User.objects.order_by("username") if own is None else User.objects.none(),
         "keys": keys,
