@@ -38,7 +38,8 @@ class SessionRequestForm(forms.Form):
 
     def error_text(self) -> str:
         return "; ".join(
-            f"{name}: {' '.join(str(m) for m in messages)}" for name, messages in self.errors.items()
+            f"{name}: {' '.join(str(m) for m in messages)}"
+            for name, messages in self.errors.items()
         )
 
 
@@ -86,15 +87,23 @@ def find_session_request(
     number twice), or without a sequence when `sequence` is None. `request_id` picks one
     among several. Served by the (session_id, request_sequence) index."""
     rows = MessageRequest.objects.filter(session_id=session_id).select_related("provider")
-    rows = rows.filter(request_sequence=sequence) if sequence else rows.filter(request_sequence__isnull=True)
+    if sequence:
+        rows = rows.filter(request_sequence=sequence)
+    else:
+        rows = rows.filter(request_sequence__isnull=True)
     if request_id:
         rows = rows.filter(request_id=request_id)
     row = rows.order_by("-created_at", "-id").first()
     if row is None:
         if sequence:
-            message = _("Session %(session)s has no request #%(n)s.") % {"session": session_id, "n": sequence}
+            message = _("Session %(session)s has no request #%(n)s.") % {
+                "session": session_id,
+                "n": sequence,
+            }
         else:
-            message = _("Session %(session)s has no request without a sequence number.") % {"session": session_id}
+            message = _("Session %(session)s has no request without a sequence number.") % {
+                "session": session_id
+            }
         raise RequestUnavailable("not_found", message)
     return row
 
@@ -146,9 +155,13 @@ def request_document(row: MessageRequest, detail: RequestDetail) -> dict:
         "method": detail.method,
         "clientUrl": detail.client_url,
         "upstreamUrl": detail.upstream_url,
-        "statusCode": detail.response_status if detail.response_status is not None else row.status_code,
+        "statusCode": (
+            detail.response_status if detail.response_status is not None else row.status_code
+        ),
         "headers": detail.headers,
-        "body": detail.body if detail.body_format == RequestDetail.BodyFormat.JSON else detail.body_text,
+        "body": (
+            detail.body if detail.body_format == RequestDetail.BodyFormat.JSON else detail.body_text
+        ),
         "bodyFormat": detail.body_format,
         "specialSettings": {"headerModifications": [], "bodyModifications": [], **special},
     }

@@ -56,7 +56,8 @@ def ingest_requests(request):
     raw = read_body(request, settings.INGEST_MAX_BODY_BYTES)
     if raw is None:
         return json_error(
-            413, _("The body is larger than INGEST_MAX_BODY_BYTES (%(n)s bytes): send smaller batches.")
+            413,
+            _("The body is larger than INGEST_MAX_BODY_BYTES (%(n)s bytes): send smaller batches.")
             % {"n": settings.INGEST_MAX_BODY_BYTES},
         )
     try:

@@ -20,7 +20,8 @@ def prune_details(*, cutoff: datetime, batch_size: int, on_batch=None) -> int:
     the index on created_at."""
     deleted = 0
     while True:
-        batch = RequestDetail.objects.filter(created_at__lt=cutoff).order_by().values("pk")[:batch_size]
+        old = RequestDetail.objects.filter(created_at__lt=cutoff).order_by()
+        batch = old.values("pk")[:batch_size]
         # A fast delete (no cascades, no signals): one DELETE ... WHERE pk IN (SELECT ... LIMIT n).
         count, _ = RequestDetail.objects.filter(pk__in=batch).delete()
         deleted += count

@@ -209,7 +209,11 @@ def clean_detail(data: dict, errors: IngestErrors, row: int) -> dict | None:
     cleaned = _clean(DETAIL_FIELDS, data, errors, row, prefix="detail.")
     given = [name for name in ("body", "body_text", "body_base64") if data.get(name) is not None]
     if len(given) > 1:
-        errors.add(row, "detail." + given[1], f"Give one of body, body_text, body_base64 ({', '.join(given)} given).")
+        errors.add(
+            row,
+            "detail." + given[1],
+            f"Give one of body, body_text, body_base64 ({', '.join(given)} given).",
+        )
         return None
     try:
         return mask_detail(cleaned)
@@ -268,15 +272,13 @@ def _resolve_relations(rows: list, errors: IngestErrors) -> None:
     prefixes = {r["key_prefix"] for _, r in rows if r.get("key_prefix")}
     user_ids = {r["user_id"] for _, r in rows if r.get("user_id")}
     provider_ids = {r["provider_id"] for _, r in rows if r.get("provider_id")}
-    keys = ApiKey.objects.filter(pk__in=key_ids).values_list("pk", "user_id") if key_ids else []
-    key_owner = dict(keys)
-    by_prefix = (
-        dict(ApiKey.objects.filter(prefix__in=prefixes).values_list("prefix", "pk")) if prefixes else {}
+    key_owner = dict(ApiKey.objects.filter(pk__in=key_ids).values_list("pk", "user_id"))
+    by_prefix = dict(ApiKey.objects.filter(prefix__in=prefixes).values_list("prefix", "pk"))
+    key_owner.update(
+        ApiKey.objects.filter(pk__in=by_prefix.values()).values_list("pk", "user_id")
     )
-    if by_prefix:
-        key_owner.update(ApiKey.objects.filter(pk__in=by_prefix.values()).values_list("pk", "user_id"))
-    users = set(User.all_objects.filter(pk__in=user_ids).values_list("pk", flat=True)) if user_ids else set()
-    providers = set(Provider.objects.filter(pk__in=provider_ids).values_list("pk", flat=True)) if provider_ids else set()
+    users = set(User.all_objects.filter(pk__in=user_ids).values_list("pk", flat=True))
+    providers = set(Provider.objects.filter(pk__in=provider_ids).values_list("pk", flat=True))
 
     for index, row in rows:
         key_id, prefix = row.pop("key_id", None), row.pop("key_prefix", None)
@@ -302,7 +304,9 @@ def _resolve_relations(rows: list, errors: IngestErrors) -> None:
             row["user_id"] = key_owner[key_id]
         elif not user_id:
             errors.add(
-                index, "user_id", "This field is required (or name a key with key_id or key_prefix)."
+                index,
+                "user_id",
+                "This field is required (or name a key with key_id or key_prefix).",
             )
         provider_id = row.get("provider_id")
         if provider_id and provider_id not in providers:
@@ -331,8 +335,9 @@ def _bulk_insert(model, values: list[dict], *, conflict: str, returning: str = "
             arrays.append([v[name] for v in values])
     quote = connection.ops.quote_name
     casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in columns)
+    names = ", ".join(quote(f.column) for f in columns)
     sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "
+        f"INSERT INTO {quote(model._meta.db_table)} ({names}) "
         f"SELECT * FROM unnest({casts}) ON CONFLICT ({quote(conflict)}) DO NOTHING"
         + (f" RETURNING {returning}" if returning else "")
     )
@@ -376,7 +381,9 @@ def insert_details(rows: list[dict], inserted: dict[str, int]) -> int:
     wanted = {r["request_id"]: r for r in rows if r.get("detail")}
     if not wanted:
         return 0
-    targets = {rid: (pk, wanted[rid]["created_at"]) for rid, pk in inserted.items() if rid in wanted}
+    targets = {
+        rid: (pk, wanted[rid]["created_at"]) for rid, pk in inserted.items() if rid in wanted
+    }
     earlier = wanted.keys() - targets.keys()
     if earlier:
         targets.update(

@@ -98,11 +98,15 @@ def session_detail(request, session_id: str):
             "export_url": export_url(row),
             "filename": export_filename(row.session_id, row.request_sequence),
             "unavailable": None if detail else missing_details(row),
-            "headers": pretty_json(doc["headers"]) if doc else "",
-            "body": (pretty_json(doc["body"]) if doc["bodyFormat"] == "json" else doc["body"]) if doc else "",
-            "meta": pretty_json(doc["meta"]) if doc else "",
-            "special": pretty_json(doc["specialSettings"]) if doc else "",
         }
+        if doc:
+            body = doc["body"]
+            selected.update(
+                headers=pretty_json(doc["headers"]),
+                body=pretty_json(body) if doc["bodyFormat"] == "json" else body,
+                meta=pretty_json(doc["meta"]),
+                special=pretty_json(doc["specialSettings"]),
+            )
     return render(request, "dashboard/session_detail.html", {
         "session_id": session_id,
         "page": page,

@@ -105,12 +105,16 @@ def summarize_sessions(session_ids: list[str]) -> list[SessionSummary]:
             last_at=Max("created_at"),
             user_ids=ArrayAgg("user_id", distinct=True),
             key_ids=ArrayAgg("key_id", distinct=True, filter=Q(key_id__isnull=False)),
-            provider_ids=ArrayAgg("provider_id", distinct=True, filter=Q(provider_id__isnull=False)),
+            provider_ids=ArrayAgg(
+                "provider_id", distinct=True, filter=Q(provider_id__isnull=False)
+            ),
         )
         .order_by()
     )
     stats = {s["session_id"]: s for s in stats}
-    ids = lambda name: {i for s in stats.values() for i in (s[name] or []) if i is not None}  # noqa: E731
+    def ids(name):
+        return {i for s in stats.values() for i in (s[name] or []) if i is not None}
+
     users = _names(User, ids("user_ids"), "username")
     keys = _names(ApiKey, ids("key_ids"), "name")
     providers = _names(Provider, ids("provider_ids"), "name")

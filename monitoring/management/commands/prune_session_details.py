@@ -27,11 +27,12 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be 1 or more.")
         cutoff = retention_cutoff(days)
         progress = self.stderr.isatty()
-        deleted = prune_details(
-            cutoff=cutoff,
-            batch_size=batch_size,
-            on_batch=(lambda n: self.stderr.write(f"\r{n:,} deleted", ending="")) if progress else None,
-        )
+
+        def report(deleted: int) -> None:
+            if progress:
+                self.stderr.write(f"\r{deleted:,} deleted", ending="")
+
+        deleted = prune_details(cutoff=cutoff, batch_size=batch_size, on_batch=report)
         if progress and deleted:
             self.stderr.write("")
         self.stdout.write(
