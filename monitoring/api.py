@@ -27,6 +27,8 @@ def ingest_token_error(request):
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         presented.strip().encode(), expected.encode()
     ):
+        # REMOTE_ADDR only, as the audit does: a forwarded-for header is the sender's word.
+        log.warning("ingest_unauthorized client_ip=%s", request.META.get("REMOTE_ADDR"))
         response = json_error(401, _("Unauthorized: send Authorization: Bearer <INGEST_TOKEN>."))
         response["WWW-Authenticate"] = 'Bearer realm="ingest"'
         return response
@@ -63,6 +65,7 @@ def ingest_requests(request):
     try:
         result = ingest_rows(parse_payload(raw), max_rows=settings.INGEST_MAX_ROWS)
     except IngestErrors as errors:
+        log.warning("ingest_rejected errors=%s first=%s", errors.total, errors.errors[:1])
         return json_error(400, errors.text(), errors=errors.errors, error_count=errors.total)
     log.info("ingest_batch %s", result.as_dict())
     return JsonResponse(result.as_dict())
