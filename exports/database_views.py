@@ -102,43 +102,47 @@ def database_restore(request):
     limit = RestoreUploadHandler(request).limit
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 1024 * 1024:
         return _restore_answer(request, 413, _("The file is larger than the limit (%(limit)s bytes).") % {"limit": limit})
-    request.upload_handlers = [RestoreUploadHandler(request)]
-    return _restore(request)
+    handler = RestoreUploadHandler(request)
+    request.upload_handlers = [handler]
+    try:
+        return _restore(request)
+    finally:
+        handler.discard()  # the temporary file goes now: success, error, or a cancelled upload
 
 
 @csrf_protect
 def _restore(request):
-    form = RestoreForm(request.POST, request.FILES)
     handler = request.upload_handlers[0]
+    form = RestoreForm(request.POST, request.FILES)
+    if handler.too_large:
+        return _restore_answer(request, 413, _("The file is larger than the limit (%(limit)s bytes).") % {"limit": handler.limit})
+    if not form.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(errs)}" for field, errs in form.errors.items())
+        return _restore_answer(request, 400, errors)
+    upload = form.cleaned_data["file"]
+    clean = form.cleaned_data["clean"]
+    audit = start_audit(
+        kind=Kind.DATABASE_RESTORE,
+        channel=Channel.WEB,
+        user=request.user,
+        request=request,
+        filters={"clean": clean, "file": upload.name[:200], "size": upload.size},
+    )
     try:
-        if handler.too_large:
-            return _restore_answer(request, 413, _("The file is larger than the limit (%(limit)s bytes).") % {"limit": handler.limit})
-        if not form.is_valid():
-            errors = "; ".join(f"{field}: {' '.join(errs)}" for field, errs in form.errors.items())
-            return _restore_answer(request, 400, errors)
-        upload = form.cleaned_data["file"]
-        clean = form.cleaned_data["clean"]
-        audit = start_audit(
-            kind=Kind.DATABASE_RESTORE,
-            channel=Channel.WEB,
-            user=request.user,
-            request=request,
-            filters={"clean": clean, "file": upload.name[:200], "size": upload.size},
-        )
-        try:
-            result = restore_archive(upload.temporary_file_path(), clean=clean, actor=request.user.get_username())
-        except BackupError as exc:
-            finish_restore_audit(audit, outcome=Outcome.FAILED, bytes=upload.size, detail=f"{exc.status}: {exc}")
-            if isinstance(exc, LockHeld):
-                return _restore_answer(request, 409, LOCK_HELD_ERROR)
-            return _restore_answer(request, exc.status, str(exc))
-        finish_restore_audit(audit, outcome=Outcome.OK, bytes=upload.size, detail=f"{result.seconds:.1f}s")
-        return _restore_answer(
-            request, 200, _("Restored %(name)s in %(seconds).1f s; migrations applied.") % {"name": upload.name, "seconds": result.seconds}
-        )
-    finally:
-        for f in request.FILES.values():
-            f.close()  # deletes the temporary file now, not at the end of the response
+        result = restore_archive(upload.temporary_file_path(), clean=clean, actor=request.user.get_username())
+    except BackupError as exc:
+        finish_restore_audit(audit, outcome=Outcome.FAILED, bytes=upload.size, detail=f"{exc.status}: {exc}")
+        if isinstance(exc, LockHeld):
+            return _restore_answer(request, 409, LOCK_HELD_ERROR)
+        return _restore_answer(request, exc.status, str(exc))
+    except Exception as exc:
+        log.exception("database_restore_error status=500")
+        finish_restore_audit(audit, outcome=Outcome.FAILED, bytes=upload.size, detail=f"500: {type(exc).__name__}")
+        return _restore_answer(request, 500, _("Internal Server Error"))
+    finish_restore_audit(audit, outcome=Outcome.OK, bytes=upload.size, detail=f"{result.seconds:.1f}s")
+    return _restore_answer(
+        request, 200, _("Restored %(name)s in %(seconds).1f s; migrations applied.") % {"name": upload.name, "seconds": result.seconds}
+    )
 
 
 def _restore_answer(request, status: int, message: str):

@@ -100,6 +100,9 @@ class RestoreUploadHandler(FileUploadHandler):
         return self.file
 
     def upload_interrupted(self):
+        self.discard()
+
+    def discard(self) -> None:
         if hasattr(self, "file"):
             self.file.close()  # NamedTemporaryFile: closing deletes it
 

@@ -4,6 +4,7 @@ the restore upload."""
 import io
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -175,7 +176,8 @@ def test_restore_command_refuses_what_is_not_an_archive_and_asks_off_a_terminal(
 
 
 def _uploads(settings):
-    return [n for n in os.listdir(settings.BACKUP_WORK_DIR) if n.startswith(UPLOAD_PREFIX)]
+    folder = Path(settings.BACKUP_WORK_DIR)
+    return [p.name for p in folder.glob(f"{UPLOAD_PREFIX}*")] if folder.exists() else []
 
 
 def test_restore_upload_replaces_the_data_and_removes_the_upload(admin_client, seeded, settings, tmp_path):
@@ -261,3 +263,38 @@ def test_stale_uploads_are_swept_and_fresh_ones_kept(settings):
     os.utime(other, (seven_hours_ago, seven_hours_ago))
     assert sweep_stale_files() == 1
     assert not stale.exists() and fresh.exists() and other.exists()
+
+
+def test_an_upload_cut_off_by_the_client_leaves_no_file_and_no_lock(live_server, admin_user, settings):
+    from django.test import Client
+
+    from .backup_support import wait_until
+
+    client = Client()
+    client.force_login(admin_user)
+    token = "a" * 32
+    boundary = "----hubtestboundary"
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.dump\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + b"PGDMP"
+    declared = 50 * 1024 * 1024
+    host, port = live_server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        (
+            "POST /exports/database-restore HTTP/1.1\r\n"
+            f"Host: {host}\r\n"
+            f"Cookie: sessionid={client.cookies['sessionid'].value}; csrftoken={token}\r\n"
+            f"X-CSRFToken: {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {declared}\r\n\r\n"
+        ).encode()
+        + head
+        + b"\0" * (512 * 1024)
+    )
+    assert wait_until(lambda: _uploads(settings), 5), "the upload should be on disk while it arrives"
+    sock.close()  # the admin cancels the upload
+    assert wait_until(lambda: not _uploads(settings), 2), "the partial upload was left on disk"
+    assert not locks.lock_status().held
+    assert not ExportAudit.objects.filter(kind=Kind.DATABASE_RESTORE, outcome="ok").exists()
