@@ -4,6 +4,8 @@ commands all ask here."""
 import functools
 import json
 
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.utils.translation import gettext as _
 
@@ -36,6 +38,20 @@ def json_error(status: int, message: str, **extra) -> HttpResponse:
     response = HttpResponse(body, status=status, content_type="application/json; charset=utf-8")
     response["Cache-Control"] = "no-store"
     return response
+
+
+def admin_page(view):
+    """Dashboard pages for admins only: sign-in first (redirect), then 403 for non-admins."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_admin(request.user):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def export_view(kind: str):

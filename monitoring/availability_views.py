@@ -1,14 +1,11 @@
 """The availability pages (admins only): endpoint cards, an endpoint's health page with its
 probe terminal, the terminal's refresh, and "Probe now"."""
 
-import functools
 from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -16,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
-from exports.access import is_admin
+from exports.access import admin_page
 from exports.probe_logs import (
     RANGE_LABELS,
     RANGES,
@@ -35,20 +32,6 @@ from .prober import EndpointGone, probe_now
 
 DEFAULT_RANGE = "24h"
 SPARK_BUCKETS, CHART_BUCKETS = 48, 120
-
-
-def admin_page(view):
-    """Sign-in first (redirect), then admins only (403): the one rule of these pages."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not is_admin(request.user):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 @require_safe

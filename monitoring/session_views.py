@@ -1,12 +1,9 @@
 """The session monitor (admins only, like the session request export): the list of sessions
 and one session's requests with the details of the selected one."""
 
-import functools
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import render
@@ -14,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from accounts.models import ApiKey, User
-from exports.access import is_admin
+from exports.access import admin_page
 from exports.filters import quick_ranges
 from exports.session_request import (
     export_filename,
@@ -32,20 +29,6 @@ from .sessions import (
     session_requests,
     with_default_window,
 )
-
-
-def admin_page(view):
-    """Sign-in first (redirect), then admins only (403)."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not is_admin(request.user):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 @require_safe

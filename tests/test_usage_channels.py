@@ -1,9 +1,7 @@
 """The usage-log CSV through its other channels (admin action, command) and the dashboard page."""
 
 import io
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
