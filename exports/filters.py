@@ -79,17 +79,37 @@ class StrictCheckboxInput(forms.CheckboxInput):
         return data.get(name)
 
 
-class UsageFilterForm(forms.Form):
-    user_id = forms.IntegerField(label=gettext_lazy("User"), required=False, min_value=1)
-    key_id = forms.IntegerField(label=gettext_lazy("Key"), required=False, min_value=1)
-    provider_id = forms.IntegerField(label=gettext_lazy("Provider"), required=False, min_value=1)
-    session_id = forms.CharField(label=gettext_lazy("Session ID"), required=False, max_length=200)
+class TimeWindowForm(forms.Form):
+    """The base of every filter form: a time window (end exclusive, after the start) and all
+    errors on one line naming their fields, for 400 bodies and CommandErrors alike."""
+
     start_time = TimestampField(label=gettext_lazy("Start time"), required=False)
     end_time = TimestampField(
         label=gettext_lazy("End time"),
         required=False,
         help_text=gettext_lazy("Exclusive."),
     )
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("start_time"), data.get("end_time")
+        if start and end and end <= start:
+            self.add_error("end_time", _("End time must be after start time."))
+        return data
+
+    def error_text(self) -> str:
+        """'<field>: <message>; <field>: <message>'."""
+        return "; ".join(
+            f"{field}: {' '.join(str(m) for m in messages)}"
+            for field, messages in self.errors.items()
+        )
+
+
+class UsageFilterForm(TimeWindowForm):
+    user_id = forms.IntegerField(label=gettext_lazy("User"), required=False, min_value=1)
+    key_id = forms.IntegerField(label=gettext_lazy("Key"), required=False, min_value=1)
+    provider_id = forms.IntegerField(label=gettext_lazy("Provider"), required=False, min_value=1)
+    session_id = forms.CharField(label=gettext_lazy("Session ID"), required=False, max_length=200)
     status_code = forms.IntegerField(
         label=gettext_lazy("Status code"), required=False, min_value=100, max_value=599
     )
@@ -101,20 +121,6 @@ class UsageFilterForm(forms.Form):
     min_retry_count = forms.IntegerField(
         label=gettext_lazy("Min retry count"), required=False, min_value=0, max_value=1000
     )
-
-    def clean(self):
-        data = super().clean()
-        start, end = data.get("start_time"), data.get("end_time")
-        if start and end and end <= start:
-            self.add_error("end_time", _("End time must be after start time."))
-        return data
-
-    def error_text(self) -> str:
-        """Every error on one line, each naming its field: '<field>: <message>'."""
-        return "; ".join(
-            f"{field}: {' '.join(str(m) for m in messages)}"
-            for field, messages in self.errors.items()
-        )
 
 
 def scope_filters(user, filters: dict) -> dict:

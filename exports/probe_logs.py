@@ -31,7 +31,7 @@ from monitoring.masking import mask_url
 from monitoring.models import ProbeLog, ProviderEndpoint
 
 from .audit import Kind, start_audit
-from .filters import TimestampField, filters_for_audit
+from .filters import TimestampField, TimeWindowForm, filters_for_audit
 from .streaming import streaming_download
 
 MAX_LINES_DEFAULT = 100
@@ -57,14 +57,11 @@ RANGE_LABELS = {
 FILTER_FIELDS = ("start_time", "end_time", "range", "status", "search", "max_lines")
 
 
-class ProbeLogFilterForm(forms.Form):
+class ProbeLogFilterForm(TimeWindowForm):
     start_time = TimestampField(
         label=gettext_lazy("Start time"),
         required=False,
         help_text=gettext_lazy("Milliseconds since the epoch or ISO 8601."),
-    )
-    end_time = TimestampField(
-        label=gettext_lazy("End time"), required=False, help_text=gettext_lazy("Exclusive.")
     )
     range = forms.ChoiceField(
         label=gettext_lazy("Time range"),
@@ -105,16 +102,7 @@ class ProbeLogFilterForm(forms.Form):
         data = super().clean()
         if data.get("range") and data.get("start_time"):
             self.add_error("range", _("Give a time range or a start time, not both."))
-        start, end = data.get("start_time"), data.get("end_time")
-        if start and end and end <= start:
-            self.add_error("end_time", _("End time must be after start time."))
         return data
-
-    def error_text(self) -> str:
-        return "; ".join(
-            f"{field}: {' '.join(str(m) for m in messages)}"
-            for field, messages in self.errors.items()
-        )
 
 
 def resolve_window(filters: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:

@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from psycopg import ClientCursor
 
+from monitoring.models import TOKEN_FIELDS
+
 from .audit import Kind, start_audit
 from .csvfile import BOM, text_line
 from .streaming import streaming_download
@@ -42,14 +44,6 @@ COLUMNS = (
     _("Retry count"),
 )
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-)
-
 # Relay COPY's per-row messages in blocks of about this size.
 CHUNK_BYTES = 64 * 1024
 
@@ -60,7 +54,8 @@ def _text(expr):
 
 def total_tokens_expr():
     """Sum of the five token columns; empty when all five are (an in-flight row)."""
-    total = sum((Coalesce(F(name), Value(0)) for name in TOKEN_FIELDS[1:]), Coalesce(F(TOKEN_FIELDS[0]), Value(0)))
+    first, *rest = (Coalesce(F(name), Value(0)) for name in TOKEN_FIELDS)
+    total = sum(rest, first)
     any_known = Q()
     for name in TOKEN_FIELDS:
         any_known |= Q(**{f"{name}__isnull": False})

@@ -19,7 +19,7 @@ from accounts.models import KEY_PREFIX_LEN, ApiKey, User
 from exports.filters import TimestampField
 
 from .masking import mask_detail
-from .models import MessageRequest, Provider, RequestDetail
+from .models import TOKEN_FIELDS, MessageRequest, Provider, RequestDetail
 from .retries import retry_count_from_chain
 
 # Errors listed in one 400 answer; the rest are counted, not listed.
@@ -95,14 +95,6 @@ def _text(name: str, model=MessageRequest) -> StrictCharField:
         required=False, max_length=column.max_length, empty_value=None if column.null else ""
     )
 
-
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-)
 
 # One usage row. The user is named by user_id, or follows from the key (key_id or key_prefix).
 ROW_FIELDS: dict[str, forms.Field] = {

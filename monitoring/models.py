@@ -129,6 +129,16 @@ NON_200 = Q(status_code__lt=200) | Q(status_code__gt=200)
 NON_BILLING_ENDPOINTS = ("/v1/messages/count_tokens", "/v1/responses/compact")
 
 
+# The five token columns of a usage row; "total tokens" is their sum.
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
@@ -250,13 +260,7 @@ class MessageRequest(models.Model):
 
     @property
     def total_tokens(self) -> int | None:
-        parts = [
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_creation_5m_input_tokens,
-            self.cache_creation_1h_input_tokens,
-            self.cache_read_input_tokens,
-        ]
+        parts = [getattr(self, name) for name in TOKEN_FIELDS]
         if all(p is None for p in parts):
             return None
         return sum(p or 0 for p in parts)

@@ -17,11 +17,10 @@ from django.contrib.postgres.aggregates import ArrayAgg
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts.models import ApiKey, User
-from exports.filters import TimestampField
+from exports.filters import TimeWindowForm
 from exports.usage import total_tokens_expr
 
 from .models import MessageRequest, Provider, RequestDetail
@@ -30,20 +29,9 @@ DEFAULT_DAYS = 7
 REQUESTS_PER_PAGE = 100
 
 
-class SessionFilterForm(forms.Form):
+class SessionFilterForm(TimeWindowForm):
     user_id = forms.IntegerField(label=gettext_lazy("User"), required=False, min_value=1)
     key_id = forms.IntegerField(label=gettext_lazy("Key"), required=False, min_value=1)
-    start_time = TimestampField(label=gettext_lazy("Start time"), required=False)
-    end_time = TimestampField(
-        label=gettext_lazy("End time"), required=False, help_text=gettext_lazy("Exclusive.")
-    )
-
-    def clean(self):
-        data = super().clean()
-        start, end = data.get("start_time"), data.get("end_time")
-        if start and end and end <= start:
-            self.add_error("end_time", _("End time must be after start time."))
-        return data
 
 
 def with_default_window(filters: dict, now: datetime | None = None) -> tuple[dict, bool]:
