@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+from django.utils import translation
 from django.db import connection
 
 from exports import locks
@@ -35,6 +36,14 @@ def _memory_lock(settings):
     locks._memory_locks.clear()
     yield
     locks._memory_locks.clear()
+
+
+@pytest.fixture(autouse=True)
+def _english(settings):
+    # The messages are checked in English; the hub's default language is Chinese.
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield
 
 
 def body(response) -> dict:

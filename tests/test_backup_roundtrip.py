@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.utils import translation
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
@@ -30,6 +31,14 @@ from .factories import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 AUDIT = "exports_exportaudit"  # changes while the backup runs (its own record), compared by count
+
+
+@pytest.fixture(autouse=True)
+def _english(settings):
+    # The messages are checked in English; the hub's default language is Chinese.
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture(autouse=True)
