@@ -4,8 +4,6 @@ import logging
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -14,7 +12,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST, require_safe
 
-from .access import export_view, is_admin, json_error
+from .access import admin_page, export_view, json_error
 from .audit import Channel, Kind, Outcome, finish_audit, start_audit
 from .backup import BackupError, LockHeld, backup_filename, database_status, start_backup
 from .locks import lock_status, lock_ttl_ms
@@ -153,10 +151,9 @@ def _restore_answer(request, status: int, message: str):
     return HttpResponseRedirect(reverse("dashboard:data"))
 
 
-@login_required
+@require_safe
+@admin_page
 def data_management(request):
-    if not is_admin(request.user):
-        raise PermissionDenied
     sweep_stale_files()
     return render(
         request,

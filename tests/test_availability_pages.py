@@ -80,7 +80,7 @@ def test_the_nav_link_is_shown_to_admins_only(admin_client, alice_client):
 @pytest.mark.django_db
 def test_a_card_shows_status_last_latency_availability_and_a_sparkline(admin_client, endpoint):
     ProviderEndpointFactory(label="fresh")  # never probed
-    response = admin_client.get(AVAILABILITY, {"range": "1h"})
+    response = admin_client.get(AVAILABILITY, {"range": "1h"}, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     html = response.content.decode()
     card = re.search(rf'<article class="card health up" data-endpoint-id="{endpoint.pk}">(.*?)</article>', html, re.S)

@@ -356,7 +356,10 @@ def test_admin_action_downloads_the_selected_probes(admin_client, endpoint, prob
 def test_admin_action_refuses_probes_of_two_endpoints(admin_client, endpoint, probes):
     other = ProbeLogFactory()
     response = admin_client.post(
-        CHANGELIST, {"action": "export_text", ACTION_CHECKBOX_NAME: [probes[0].pk, other.pk]}, follow=True
+        CHANGELIST,
+        {"action": "export_text", ACTION_CHECKBOX_NAME: [probes[0].pk, other.pk]},
+        follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
     )
     assert response.status_code == 200
     assert "one endpoint" in response.content.decode()
