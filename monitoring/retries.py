@@ -36,6 +36,10 @@ def is_attempt(entry: object) -> bool:
     if not isinstance(entry, dict):
         return False
     reason = entry.get("reason")
+    if not isinstance(reason, str):
+        # A list or object here (a malformed chain) is no known reason; `in` on a frozenset
+        # would raise TypeError for it and turn an ingest or an admin save into a 500.
+        return False
     if reason in ATTEMPT_REASONS:
         return True
     if reason in SUCCESS_REASONS:

@@ -152,6 +152,17 @@ def test_retry_count_comes_from_the_provider_chain(anon_client, key):
     assert counts == {"req-0": 2, "req-1": 0}
 
 
+def test_a_chain_with_malformed_entries_counts_only_real_attempts(anon_client, key):
+    chain = [
+        None, 1, "retry_failed", {"reason": ["retry_failed"]}, {"reason": {"a": 1}},
+        {"reason": "retry_failed", "statusCode": 502},
+        {"reason": "retry_success", "statusCode": 200},
+    ]
+    response = post(anon_client, [row(key, 0, provider_chain=chain)])
+    assert response.status_code == 200, response.content
+    assert MessageRequest.objects.get(request_id="req-0").retry_count == 1
+
+
 @pytest.mark.parametrize(
     "sent, stored",
     [("0.00000000000000049", Decimal("0E-15")), (0.0156, Decimal("0.0156")),
