@@ -33,6 +33,7 @@ class TimestampField(forms.Field):
 
     default_error_messages = {
         "invalid": gettext_lazy("Enter milliseconds since the epoch or an ISO 8601 time."),
+        "range": gettext_lazy("Enter a time between the years 1900 and 9000."),
     }
 
     def to_python(self, value):
@@ -49,8 +50,15 @@ class TimestampField(forms.Field):
                     parsed = datetime.fromisoformat(text)
             except (ValueError, OverflowError, OSError) as exc:
                 raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
-        if timezone.is_naive(parsed):
-            parsed = timezone.make_aware(parsed)
+        try:
+            if timezone.is_naive(parsed):
+                parsed = timezone.make_aware(parsed)
+            # Far from these, converting to a local time zone overflows datetime.
+            in_range = datetime(1900, 1, 1, tzinfo=UTC) <= parsed <= datetime(9000, 1, 1, tzinfo=UTC)
+        except (ValueError, OverflowError) as exc:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+        if not in_range:
+            raise forms.ValidationError(self.error_messages["range"], code="range")
         return parsed
 
 

@@ -20,7 +20,9 @@ def home(request):
 @login_required
 def usage_logs(request):
     form = UsageFilterForm(request.GET)
-    applied = form.cleaned_data if form.is_valid() else {}
+    form.is_valid()
+    # The valid filters still apply; the page lists the invalid ones as not applied.
+    applied = form.cleaned_data
     filters = scope_filters(request.user, applied)
     rows = filter_usage(filters)
     totals = rows.aggregate(

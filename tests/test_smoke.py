@@ -8,3 +8,19 @@ def test_dashboard_requires_login(anon_client):
     response = anon_client.get("/dashboard/logs/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+def test_nul_in_a_parameter_is_a_400_naming_it(admin_client):
+    for url in ("/admin/monitoring/messagerequest/?model=%00", "/admin/monitoring/messagerequest/?q=%00",
+                "/dashboard/logs/?session_id=a%00b"):
+        response = admin_client.get(url)
+        assert response.status_code == 400, url
+        assert b"holds a NUL character" in response.content
+
+
+def test_nul_in_a_posted_form_is_a_400(client):
+    response = client.post(
+        "/accounts/login/", "username=a%00&password=x", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert b"holds a NUL character" in response.content

@@ -200,3 +200,11 @@ def test_quick_ranges_link_to_explicit_start_times(alice_client):
     response = alice_client.get(reverse("dashboard:logs"))
     starts = [start for _, start in response.context["quick_ranges"]]
     assert len(starts) == 3 and starts[0] > starts[1] > starts[2]
+
+
+@pytest.mark.django_db
+def test_page_applies_the_valid_filters_when_one_is_bad(admin_client, some_rows):
+    response = admin_client.get(reverse("dashboard:logs"), {"model": "m-a", "start_time": "zzz"})
+    assert response.context["totals"]["requests"] == 6  # model applied, the bad time not
+    assert "start_time" in response.context["form"].errors
+    assert b'id="export-csv"' not in response.content

@@ -310,6 +310,9 @@ def test_filters_combine_with_and(admin_client, mixed_rows, alice):
         ({"start_time": "yesterday"}, "start_time"),
         ({"end_time": "2026-13-45"}, "end_time"),
         ({"end_time": "99999999999999999999999"}, "end_time"),
+        ({"start_time": "-62135596800000"}, "start_time"),  # year 1
+        ({"end_time": "253402300799999"}, "end_time"),  # year 9999
+        ({"start_time": "0001-01-01T00:00:00"}, "start_time"),
         ({"status_code": "999"}, "status_code"),
         ({"exclude_status_200": "maybe"}, "exclude_status_200"),
         ({"min_retry_count": "-1"}, "min_retry_count"),
