@@ -47,9 +47,14 @@ class User(AbstractUser):
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
     def save(self, *args, **kwargs):
-        # Admins use the Django admin; staff status follows the role so the two cannot drift.
+        # Admins use the Django admin: promotion makes staff, and a demoted admin loses the
+        # Django admin too. (Non-admin staff with chosen model permissions stay possible.)
         if self.role == self.Role.ADMIN:
             self.is_staff = True
+        elif self.pk and not self.is_superuser and kwargs.get("update_fields") is None:
+            was = User.all_objects.filter(pk=self.pk).values_list("role", flat=True).first()
+            if was == self.Role.ADMIN:
+                self.is_staff = False
         super().save(*args, **kwargs)
 
     def soft_delete(self):

@@ -24,7 +24,11 @@ def test_admins_are_role_admin_or_superusers():
     assert UserFactory(username="r", role="admin").is_admin
     assert UserFactory(username="s", is_superuser=True).is_admin
     assert not UserFactory(username="u").is_admin
-    assert UserFactory(username="r2", role="admin").is_staff  # the Django admin follows the role
+    promoted = UserFactory(username="r2", role="admin")
+    assert promoted.is_staff  # the Django admin follows the role
+    promoted.role = "user"
+    promoted.save()
+    assert not promoted.is_staff and not promoted.is_admin
 
 
 @pytest.mark.django_db
