@@ -55,7 +55,8 @@ STRUCTURAL_KEYS = frozenset(
 )
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(.*)$", re.S)
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
+# The authority of `scheme://` or scheme-relative `//` URLs; its user info ends at its LAST @.
+_AUTHORITY_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)([^/?#]*)")
 
 
 def mask_token(token: str) -> str:
@@ -115,10 +116,11 @@ def mask_query(query: str) -> str:
     if not query:
         return query
     parts = []
-    for piece in query.split("&"):
+    # `;` separates parameters too (older servers and some proxies accept it).
+    for piece in re.split(r"([&;])", query):
         name, sep, _value = piece.partition("=")
-        parts.append(f"{name}={REDACTED}" if _is_secret_param(name) else piece)
-    return "&".join(parts)
+        parts.append(f"{name}={REDACTED}" if piece not in "&;" and _is_secret_param(name) else piece)
+    return "".join(parts)
 
 
 def mask_url(url: str) -> str:
@@ -128,10 +130,13 @@ def mask_url(url: str) -> str:
     if not url:
         return url
     url = str(url)
-    match = _USERINFO_RE.match(url)
-    if match and ":" in match.group(2):
-        user = match.group(2).split(":", 1)[0]
-        url = f"{match.group(1)}{user}:{REDACTED}@{url[match.end():]}"
+    match = _AUTHORITY_RE.match(url)
+    if match and "@" in match.group(2):
+        userinfo, _, host = match.group(2).rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        # user:password keeps the user; a lone user info is often a token, so it goes whole.
+        masked_info = f"{user}:{REDACTED}" if colon else REDACTED
+        url = f"{match.group(1)}{masked_info}@{host}{url[match.end():]}"
     base, hash_sign, fragment = url.partition("#")
     path, question, query = base.partition("?")
     masked = path + question + mask_query(query)

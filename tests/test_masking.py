@@ -268,3 +268,20 @@ def test_special_settings_do_not_leak_header_values(store):
     assert mods["bodyModifications"][0]["value"] == "[REDACTED]"
     assert mods["bodyModifications"][1]["value"] == "user-1"
     assert "SECRETSECRET" not in raw and "injected prompt" not in raw
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://user:p@ss@host/v1", "https://user:[REDACTED]@host/v1"),
+        ("https://TOKEN123456789@host/", "https://[REDACTED]@host/"),
+        ("//user:pw@host/path", "//user:[REDACTED]@host/path"),
+        ("https://host/v1?x=1;key=SECRET", "https://host/v1?x=1;key=[REDACTED]"),
+        ("https://host/v1?a=1&b=2", "https://host/v1?a=1&b=2"),
+        ("https://host/v1/a@b", "https://host/v1/a@b"),  # an @ in the path is no user info
+    ],
+)
+def test_user_info_and_semicolon_queries_are_masked(url, expected):
+    from monitoring.masking import mask_url
+
+    assert mask_url(url) == expected
