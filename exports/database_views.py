@@ -98,7 +98,10 @@ def database_backup(request):
 @export_view(Kind.DATABASE_RESTORE)
 def database_restore(request):
     limit = RestoreUploadHandler(request).limit
-    if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 1024 * 1024:
+    declared = (request.META.get("CONTENT_LENGTH") or "0").strip()
+    if not declared.isascii() or not declared.isdigit():
+        return _restore_answer(request, 400, _("Content-Length must be a whole number of bytes."))
+    if int(declared) > limit + 1024 * 1024:
         return _restore_answer(request, 413, _("The file is larger than the limit (%(limit)s bytes).") % {"limit": limit})
     handler = RestoreUploadHandler(request)
     request.upload_handlers = [handler]

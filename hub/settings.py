@@ -208,3 +208,6 @@ BACKUP_WORK_DIR = env.str("BACKUP_WORK_DIR", default="")
 RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=2 * 1024**3)
 # Restore uploads left behind by a crash are removed once older than this many hours.
 RESTORE_STALE_HOURS = env.float("RESTORE_STALE_HOURS", default=6.0)
+# Milliseconds pg_restore may wait for a table lock (a session holding the table open, e.g. a
+# stalled usage-CSV download) before it is cancelled and the restore fails as "database busy".
+RESTORE_LOCK_TIMEOUT_MS = env.int("RESTORE_LOCK_TIMEOUT_MS", default=10_000)

@@ -17,8 +17,8 @@ from exports import locks
 from exports.audit import Kind
 from exports.locks import BackupLock
 from exports.models import ExportAudit
-from exports.restore import UPLOAD_PREFIX, restore_archive, sweep_stale_files
-from monitoring.models import Provider
+from exports.restore import UPLOAD_PREFIX, InvalidOptions, restore_archive, sweep_stale_files
+from monitoring.models import MessageRequest, Provider
 
 from .backup_support import connect, scratch_database, table_fingerprints
 from .factories import (
@@ -114,7 +114,7 @@ def test_exclude_logs_keeps_the_usage_log_table_its_columns_and_indexes_but_no_r
 def test_restore_can_leave_out_the_usage_log_rows_of_a_full_backup(admin_client, seeded, tmp_path):
     path = download(admin_client, "full", tmp_path)
     with scratch_database() as scratch:
-        restore_archive(str(path), dbname=scratch, exclude_logs=True)
+        restore_archive(str(path), dbname=scratch, exclude_logs=True, clean=False)
         restored = table_fingerprints(scratch)
     assert restored["message_request"][0] == 0
     assert restored["accounts_user"] == table_fingerprints()["accounts_user"]
@@ -222,13 +222,15 @@ def test_restore_upload_that_is_not_an_archive_is_a_400_before_the_lock(admin_cl
     assert _uploads(settings) == []
 
 
-def test_restore_upload_while_a_backup_runs_is_a_409(admin_client, settings):
+def test_restore_upload_while_a_backup_runs_is_a_409(admin_client, settings, tmp_path):
+    good = tmp_path / "good.dump"
+    call_command("backup_database", "--output", str(good), stderr=io.StringIO())
     holder = BackupLock()
     assert holder.acquire()
     try:
         response = admin_client.post(
             "/exports/database-restore",
-            {"file": SimpleUploadedFile("x.dump", b"PGDMP" + b"\0" * 100), "clean": "yes", "confirm": "on"},
+            {"file": SimpleUploadedFile("x.dump", good.read_bytes()), "clean": "yes", "confirm": "on"},
             HTTP_ACCEPT="application/json",
         )
     finally:
@@ -307,3 +309,139 @@ def test_an_upload_cut_off_by_the_client_leaves_no_file_and_no_lock(live_server,
     assert wait_until(lambda: not _uploads(settings), 2), "the partial upload was left on disk"
     assert not locks.lock_status().held
     assert not ExportAudit.objects.filter(kind=Kind.DATABASE_RESTORE, outcome="ok").exists()
+
+
+# --- review fixes: usage log kept, lock timeout, audit trail, damaged archives, Content-Length --
+
+
+def _backup_file(tmp_path) -> Path:
+    target = tmp_path / "b.dump"
+    call_command("backup_database", "--output", str(target), stderr=io.StringIO())
+    return target
+
+
+def test_exclude_logs_with_a_clean_restore_is_refused_and_the_usage_log_kept(seeded, tmp_path):
+    target = _backup_file(tmp_path)
+    MessageRequestFactory(error_message="written after the backup")
+    before = table_fingerprints()
+    with pytest.raises(CommandError, match=r"--exclude-logs.*clean restore.*usage log would be deleted"):
+        call_command("restore_database", str(target), "--exclude-logs", "--yes")
+    with pytest.raises(InvalidOptions) as refused:
+        restore_archive(str(target), exclude_logs=True)
+    assert refused.value.status == 400 and "message_request" in str(refused.value)
+    after = table_fingerprints()
+    assert MessageRequest.objects.count() == 46
+    for table in ("message_request", "monitoring_requestdetail"):
+        assert after[table] == before[table]
+    assert not locks.lock_status().held
+
+
+def _run_guarded(fn, holder, seconds: float = 60):
+    """fn() in a thread; if it is still waiting after `seconds` (pg_restore queued forever behind
+    `holder`'s lock), end the holder's transaction so the thread can finish, and fail."""
+    import threading
+
+    from django.db import connection
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        holder.rollback()
+        thread.join()
+        pytest.fail("the restore waited for the table lock instead of failing with a lock timeout")
+    return outcome
+
+
+def test_a_reader_holding_the_usage_log_makes_the_restore_fail_as_busy_not_hang(seeded, admin_client, settings, tmp_path):
+    settings.RESTORE_LOCK_TIMEOUT_MS = 300
+    target = _backup_file(tmp_path)
+    Provider.objects.create(name="made-after-the-backup", url="https://after.example")
+    before = table_fingerprints()
+    holder = connect()
+    holder.autocommit = False
+    holder.execute("SELECT count(*) FROM message_request").fetchone()  # AccessShareLock, like a stalled CSV
+    try:
+        outcome = _run_guarded(lambda: call_command("restore_database", str(target), "--yes"), holder)
+        assert isinstance(outcome.get("error"), CommandError), outcome
+        assert "database is busy" in str(outcome["error"]) and "Nothing was changed" in str(outcome["error"])
+        response = _run_guarded(
+            lambda: admin_client.post(
+                "/exports/database-restore",
+                {"file": SimpleUploadedFile("b.dump", target.read_bytes()), "clean": "yes", "confirm": "on"},
+                HTTP_ACCEPT="application/json",
+            ),
+            holder,
+        )["value"]
+    finally:
+        holder.rollback()
+        holder.close()
+    assert response.status_code == 503
+    assert "database is busy" in json.loads(response.content)["message"]
+    assert without_audit(table_fingerprints()) == without_audit(before)
+    assert Provider.objects.filter(name="made-after-the-backup").exists()
+    assert not locks.lock_status().held
+    failed = ExportAudit.objects.filter(kind=Kind.DATABASE_RESTORE).order_by("id")
+    assert [(a.channel, a.outcome, a.detail[:4]) for a in failed] == [("command", "failed", "503:"), ("web", "failed", "503:")]
+
+
+def test_audit_records_written_after_the_backup_survive_a_restore(seeded, tmp_path):
+    from exports.audit import Channel, Outcome, finish_audit, start_audit
+
+    target = _backup_file(tmp_path)
+    backup = ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP)
+    carol = UserFactory(username="carol")  # made after the backup: not in the archive
+    csv_ok = start_audit(kind=Kind.USAGE_CSV, channel=Channel.WEB, user=carol, filters={"q": "after"})
+    finish_audit(csv_ok, outcome=Outcome.OK, rows=12, bytes=3456)
+    csv_failed = start_audit(kind=Kind.USAGE_CSV, channel=Channel.COMMAND)
+    finish_audit(csv_failed, outcome=Outcome.FAILED, detail="boom")
+
+    call_command("restore_database", str(target), "--yes", stdout=io.StringIO())
+
+    assert not type(carol).all_objects.filter(username="carol").exists()
+    kept = ExportAudit.objects.get(pk=csv_ok.pk)
+    assert (kept.outcome, kept.rows, kept.bytes, kept.actor, kept.user_id, kept.filters) == ("ok", 12, 3456, "carol", None, {"q": "after"})
+    assert ExportAudit.objects.get(pk=csv_failed.pk).outcome == "failed"
+    assert ExportAudit.objects.get(pk=backup.pk).outcome == "ok"  # the archive's copy says "running"
+    restore = ExportAudit.objects.get(kind=Kind.DATABASE_RESTORE)
+    assert (restore.outcome, restore.channel) == ("ok", "command")
+    newest = start_audit(kind=Kind.USAGE_CSV, channel=Channel.COMMAND)  # the id sequence moved on
+    assert newest.pk > max(csv_ok.pk, csv_failed.pk, restore.pk)
+
+
+@pytest.mark.parametrize("cut", ["magic-only", "head", "tail"])
+def test_restore_upload_of_a_truncated_archive_is_a_400(admin_client, seeded, settings, tmp_path, cut):
+    data = _backup_file(tmp_path).read_bytes()
+    body = {"magic-only": b"PGDMP", "head": data[:2000], "tail": data[:-300]}[cut]
+    Provider.objects.create(name="made-after-the-backup", url="https://after.example")
+    response = admin_client.post(
+        "/exports/database-restore",
+        {"file": SimpleUploadedFile("cut.dump", body), "clean": "yes", "confirm": "on"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400, response.content
+    message = json.loads(response.content)["message"]
+    assert "truncated or damaged" in message
+    assert Provider.objects.filter(name="made-after-the-backup").exists()
+    assert _uploads(settings) == [] and not locks.lock_status().held
+
+
+def test_restore_upload_with_a_malformed_content_length_is_a_400(admin_client):
+    response = admin_client.post(
+        "/exports/database-restore",
+        {"file": SimpleUploadedFile("x.dump", b"PGDMP"), "clean": "yes", "confirm": "on"},
+        HTTP_ACCEPT="application/json",
+        CONTENT_LENGTH="12abc",
+    )
+    assert response.status_code == 400
+    assert "Content-Length" in json.loads(response.content)["message"]

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from exports.audit import Channel, Kind, Outcome, start_audit
 from exports.backup import BackupError
-from exports.restore import check_archive, finish_restore_audit, restore_archive
+from exports.restore import check_archive, check_options, finish_restore_audit, restore_archive
 
 
 class Command(BaseCommand):
@@ -18,7 +18,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("path", metavar="PATH", help="the .dump file")
         parser.add_argument(
-            "--exclude-logs", action="store_true", help="restore everything except the usage-log rows"
+            "--exclude-logs",
+            action="store_true",
+            help="restore everything except the usage-log rows; only with --no-clean (into an empty database)",
         )
         parser.add_argument(
             "--no-clean", dest="clean", action="store_false", help="do not drop existing objects first"
@@ -26,6 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     def handle(self, *args, path, exclude_logs, clean, yes, **options):
+        try:
+            check_options(clean=clean, exclude_logs=exclude_logs)
+        except BackupError as exc:
+            raise CommandError(str(exc)) from exc
         if not os.path.isfile(path):
             raise CommandError(f"PATH: {path} is not a file.")
         try:
