@@ -6,28 +6,41 @@ at all, and a retried batch (the proxy timed out waiting for our answer) adds no
 rows are inserted with ON CONFLICT (request_id) DO NOTHING.
 """
 
-import json
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from django.db import connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import KEY_PREFIX_LEN, ApiKey, User
 from exports.filters import TimestampField
 
-from .masking import mask_detail
+from . import jsonsafe
+from .masking import UnstorableBody, mask_detail
 from .models import TOKEN_FIELDS, MessageRequest, Provider, RequestDetail
 from .retries import retry_count_from_chain
 
 # Errors listed in one 400 answer; the rest are counted, not listed.
 MAX_REPORTED_ERRORS = 50
+# Entries of one provider chain: a real chain has a handful; retry_count (a smallint) is
+# computed from it.
+MAX_PROVIDER_CHAIN = 1000
 
 
 class StrictCharField(forms.CharField):
-    """A JSON string: a number or an object is an error, not silently str()-ed."""
+    """A JSON string: a number or an object is an error, not silently str()-ed. Kept exactly
+    as sent (no stripping): " lead" and "lead" are different sessions; only "" is empty."""
+
+    def __init__(self, *, strip=False, allow_nul=False, **kwargs):
+        super().__init__(strip=strip, **kwargs)
+        if allow_nul:  # a raw body, stored as base64 when it holds NUL
+            self.validators = [
+                v for v in self.validators
+                if not isinstance(v, ProhibitNullCharactersValidator)
+            ]
 
     def to_python(self, value):
         if value is not None and not isinstance(value, str):
@@ -45,11 +58,21 @@ class JsonObjectField(forms.Field):
 
 
 class JsonListField(forms.Field):
+    def __init__(self, *, max_items=None, **kwargs):
+        self.max_items = max_items
+        super().__init__(**kwargs)
+
     def to_python(self, value):
         if value is None:
             return []
         if not isinstance(value, list):
             raise ValidationError("Enter a JSON list.", code="invalid")
+        if self.max_items is not None and len(value) > self.max_items:
+            raise ValidationError(
+                "At most %(max)s entries (%(n)s sent).",
+                code="max_items",
+                params={"max": self.max_items, "n": len(value)},
+            )
         return value
 
 
@@ -76,7 +99,20 @@ class CostField(forms.DecimalField):
         value = super().to_python(value)
         if value is None or not value.is_finite():
             return value
-        return value.quantize(Decimal(10) ** -self.decimal_places, rounding=ROUND_HALF_EVEN)
+        # 1e30 quantized to 15 places needs more digits than the decimal context holds
+        # (InvalidOperation): refuse what cannot fit the column before rounding.
+        whole_digits = self.max_digits - self.decimal_places
+        error = ValidationError(
+            "Ensure that there are no more than %(max)s digits before the decimal point.",
+            code="max_whole_digits",
+            params={"max": whole_digits},
+        )
+        if value and value.adjusted() >= whole_digits:
+            raise error
+        try:
+            return value.quantize(Decimal(10) ** -self.decimal_places, rounding=ROUND_HALF_EVEN)
+        except InvalidOperation as exc:
+            raise error from exc
 
 
 class AnyJsonField(forms.Field):
@@ -87,6 +123,20 @@ class AnyJsonField(forms.Field):
 def _model_field(name: str, **overrides) -> forms.Field:
     """The model's own form field, so lengths and ranges stay in step with the columns."""
     return MessageRequest._meta.get_field(name).formfield(**overrides)
+
+
+def _integer(name: str, model=MessageRequest, *, min_value=0, max_value=None):
+    """An integer held to its column's range in this database (a foreign key: the range of the
+    key it points at), and to min_value/max_value when they are narrower. A model field's own
+    form field has no upper bound (PositiveIntegerField), so 10**12 would reach the INSERT."""
+    column = model._meta.get_field(name)
+    column = getattr(column, "target_field", None) or column
+    low, high = connection.ops.integer_field_range(column.get_internal_type())
+    if low is not None:
+        min_value = low if min_value is None else max(low, min_value)
+    if high is not None:
+        max_value = high if max_value is None else min(high, max_value)
+    return forms.IntegerField(required=False, min_value=min_value, max_value=max_value)
 
 
 def _text(name: str, model=MessageRequest) -> StrictCharField:
@@ -100,20 +150,20 @@ def _text(name: str, model=MessageRequest) -> StrictCharField:
 ROW_FIELDS: dict[str, forms.Field] = {
     "request_id": StrictCharField(max_length=64),
     "created_at": TimestampField(required=False),
-    "user_id": forms.IntegerField(required=False, min_value=1),
-    "key_id": forms.IntegerField(required=False, min_value=1),
+    "user_id": _integer("user", min_value=1),
+    "key_id": _integer("key", min_value=1),
     "key_prefix": StrictCharField(required=False, max_length=KEY_PREFIX_LEN),
-    "provider_id": forms.IntegerField(required=False, min_value=1),
+    "provider_id": _integer("provider", min_value=1),
     "model": _text("model"),
     "original_model": _text("original_model"),
     "endpoint": _text("endpoint"),
-    "status_code": forms.IntegerField(required=False, min_value=0, max_value=999),
-    **{name: _model_field(name, min_value=0, required=False) for name in TOKEN_FIELDS},
+    "status_code": _integer("status_code", max_value=999),
+    **{name: _integer(name) for name in TOKEN_FIELDS},
     "cost_usd": _model_field("cost_usd", form_class=CostField, min_value=0, required=False),
-    "duration_ms": _model_field("duration_ms", required=False),
+    "duration_ms": _integer("duration_ms"),
     "session_id": _text("session_id"),
-    "request_sequence": forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1),
-    "provider_chain": JsonListField(required=False),
+    "request_sequence": _integer("request_sequence", min_value=1),
+    "provider_chain": JsonListField(required=False, max_items=MAX_PROVIDER_CHAIN),
     "user_agent": _text("user_agent"),
     "client_ip": _model_field("client_ip", required=False),
     "error_message": StrictCharField(required=False),
@@ -123,14 +173,18 @@ ROW_FIELDS: dict[str, forms.Field] = {
 
 # The optional request details of a row; exactly one way of giving the body.
 DETAIL_FIELDS: dict[str, forms.Field] = {
-    "method": _text("method", RequestDetail),
+    # An HTTP method is a token (RFC 9110): ASCII, so upper() cannot lengthen it ("ß" -> "SS").
+    "method": StrictCharField(
+        required=False, strip=True, max_length=RequestDetail._meta.get_field("method").max_length,
+        validators=[RegexValidator(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]*\Z", "Enter an HTTP method.")],
+    ),
     "client_url": StrictCharField(required=False, max_length=8000),
     "upstream_url": StrictCharField(required=False, max_length=8000),
     "headers": HeadersField(required=False),
     "body": AnyJsonField(required=False),
-    "body_text": StrictCharField(required=False, strip=False, empty_value=None),
-    "body_base64": StrictCharField(required=False, empty_value=None),
-    "response_status": forms.IntegerField(required=False, min_value=0, max_value=999),
+    "body_text": StrictCharField(required=False, allow_nul=True, empty_value=None),
+    "body_base64": StrictCharField(required=False, strip=True, empty_value=None),
+    "response_status": _integer("response_status", RequestDetail, max_value=999),
     "meta": JsonObjectField(required=False),
     "special_settings": JsonObjectField(required=False),
 }
@@ -209,26 +263,41 @@ def clean_detail(data: dict, errors: IngestErrors, row: int) -> dict | None:
         return None
     try:
         return mask_detail(cleaned)
+    except UnstorableBody as exc:  # a raw body PostgreSQL cannot store (NUL, NaN, depth)
+        errors.add(row, "detail." + given[0], str(exc))
+        return None
     except ValueError as exc:  # undecodable base64
         errors.add(row, "detail.body_base64", str(exc).capitalize() + ".")
         return None
 
 
 def parse_payload(raw: bytes) -> list:
-    """A JSON list of rows, or one row (an object)."""
+    """A JSON list of rows, or one row (an object). Whatever PostgreSQL could not store
+    (monitoring/jsonsafe.py: NaN, Infinity, NUL, lone surrogates, deep nesting) is refused
+    here, each at its path, before any field is looked at."""
+    errors = IngestErrors()
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        errors = IngestErrors()
+        payload, suspect = jsonsafe.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:  # jsonsafe.TooDeep is a ValueError
         errors.add(None, "body", f"Not valid JSON: {exc}")
         raise errors from exc
     if isinstance(payload, dict):
-        return [payload]
-    if isinstance(payload, list):
-        return payload
-    errors = IngestErrors()
-    errors.add(None, "body", "Send a usage row (a JSON object) or a list of them.")
-    raise errors
+        payload = [payload]
+    elif not isinstance(payload, list):
+        errors.add(None, "body", "Send a usage row (a JSON object) or a list of them.")
+        raise errors
+    for index, data in enumerate(payload):
+        # A raw text body may hold NUL: it is stored as base64 (masking.store_body).
+        for path, message in jsonsafe.problems(
+            data, check_scalars=suspect, allow_nul=_NUL_ALLOWED
+        ):
+            errors.add(index, jsonsafe.render_path(path) or "row", message)
+    if errors.total:
+        raise errors
+    return payload
+
+
+_NUL_ALLOWED = frozenset({("detail", "body_text")})
 
 
 def validate_rows(payload: list, *, max_rows: int) -> list[dict]:

@@ -7,11 +7,12 @@ are public because the demo seeder masks with them too.
 
 import base64
 import binascii
-import json
 import re
 from urllib.parse import unquote_plus
 
 from django.conf import settings
+
+from . import jsonsafe
 
 REDACTED = "[REDACTED]"
 # The reference system's list (REFERENCE.md), compared case-insensitively.
@@ -225,6 +226,10 @@ def _is_form(headers: dict) -> bool:
     return False
 
 
+class UnstorableBody(ValueError):
+    """A raw body whose content PostgreSQL cannot store; the message says where and why."""
+
+
 def store_body(
     *, body=None, body_text: str | None = None, body_base64: str | None = None,
     headers: dict | None = None, store_messages: bool | None = None,
@@ -234,7 +239,13 @@ def store_body(
     Without STORE_SESSION_MESSAGES a non-JSON body is replaced whole: its content cannot be
     told apart from its shape. A form-encoded body always has its secret fields masked.
 
-    Raises ValueError when body_base64 is not valid base64."""
+    A text body holding NUL, which a text column cannot store, is kept as base64 too. A raw
+    body that is JSON PostgreSQL cannot store (NUL or a lone surrogate in a string, NaN,
+    Infinity, nesting beyond jsonsafe.MAX_DEPTH) is refused, not kept as text: as text its
+    secret fields would escape masking.
+
+    Raises ValueError when body_base64 is not valid base64, UnstorableBody (a ValueError) when
+    the body cannot be stored."""
     if store_messages is None:
         store_messages = settings.STORE_SESSION_MESSAGES
     if body_base64 is not None:
@@ -248,10 +259,20 @@ def store_body(
             return None, (body_base64 if store_messages else REDACTED), "base64"
     if body_text is not None:
         try:
-            body = json.loads(body_text)
+            body, suspect = jsonsafe.loads(body_text)
+        except jsonsafe.TooDeep as exc:
+            raise UnstorableBody(str(exc)) from exc
         except ValueError:
             text = mask_query(body_text) if _is_form(headers) else body_text
+            if (problem := jsonsafe.char_problem(text.replace("\x00", ""))) is not None:
+                raise UnstorableBody(problem) from None
+            if "\x00" in text:
+                encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+                return None, (encoded if store_messages else REDACTED), "base64"
             return None, (text if store_messages else REDACTED), "text"
+        for path, problem in jsonsafe.problems(body, check_scalars=suspect):
+            where = jsonsafe.render_path(path) or "the top level"
+            raise UnstorableBody(f"Its JSON at {where}: {problem}")
     if body is None:
         return None, "", "json"
     return redact_body(mask_secret_fields(body), store_messages=store_messages), "", "json"

@@ -30,6 +30,9 @@ ATTEMPT_REASONS = frozenset(
 # A success entry is an attempt only when it carries the upstream's status code; without one it
 # records a selection that succeeded, not a response.
 SUCCESS_REASONS = frozenset({"request_success", "retry_success"})
+# The retry_count column is a PositiveSmallIntegerField: a longer chain (the ingest API refuses
+# chains over 1,000 entries; an admin edit does not) is held to it rather than overflow it.
+RETRY_COUNT_MAX = 32767
 
 
 def is_attempt(entry: object) -> bool:
@@ -54,4 +57,4 @@ def retry_count_from_chain(chain: Iterable | None) -> int:
     if not chain or not isinstance(chain, list | tuple):
         return 0
     attempts = sum(1 for entry in chain if is_attempt(entry))
-    return max(attempts - 1, 0)
+    return min(max(attempts - 1, 0), RETRY_COUNT_MAX)

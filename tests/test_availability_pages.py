@@ -14,7 +14,6 @@ from monitoring.availability import latency_chart, latency_series, nice_ceiling
 from monitoring.models import ProbeLog
 
 from .factories import ProbeLogFactory, ProviderEndpointFactory, ProviderFactory
-from .probe_servers import probe_server  # noqa: F401 (fixture)
 
 AVAILABILITY = reverse("dashboard:availability")
 

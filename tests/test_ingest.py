@@ -1,3 +1,4 @@
+import base64
 import json
 from decimal import Decimal
 
@@ -327,3 +328,283 @@ def test_a_soft_deleted_user_can_still_be_named(anon_client, db):
     ApiKeyFactory(user=user)
     user.soft_delete()
     assert post(anon_client, {"request_id": "r", "user_id": user.pk}).status_code == 200
+
+
+# --- Bodies PostgreSQL cannot store are 400s naming the row and the field, never 500s ---------
+
+def b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def assert_refused(response, field, row_index=0, *, in_message=None):
+    assert response.status_code == 400, response.content[:300]
+    body = response.json()
+    fields = [(e["row"], e["field"]) for e in body["errors"]]
+    assert (row_index, field) in fields, body
+    prefix = f"rows[{row_index}].{field}:" if row_index is not None else f"{field}:"
+    assert prefix in body["error"]
+    if in_message is not None:
+        assert in_message in body["error"]
+    assert MessageRequest.objects.count() == 0
+    return body
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"provider_chain": [{"reason": "retry_failed", "note": "a\x00b"}]}, "provider_chain[0].note"),
+        ({"provider_chain": [{"reason\x00": "retry_failed"}]}, 'provider_chain[0]["reason\\u0000"]'),
+        ({"detail": {"body": {"model": "m\x00"}}}, "detail.body.model"),
+        ({"detail": {"body": {"messages": [{"content": "\x00"}]}}}, "detail.body.messages[0].content"),
+        ({"detail": {"headers": {"x-trace": "v\x00"}}}, "detail.headers.x-trace"),
+        ({"detail": {"headers": {"x-trace": ["ok", "\x00"]}}}, "detail.headers.x-trace[1]"),
+        ({"detail": {"meta": {"k": ["\x00"]}}}, "detail.meta.k[0]"),
+        ({"detail": {"special_settings": {"headerModifications": [{"name": "a", "value": "\x00"}]}}},
+         "detail.special_settings.headerModifications[0].value"),
+        ({"detail": {"method": "PO\x00ST"}}, "detail.method"),
+        ({"detail": {"client_url": "https://hub.example/\x00"}}, "detail.client_url"),
+        ({"model": "claude\x00"}, "model"),
+        ({"session_id": "\x00"}, "session_id"),
+        ({"error_message": "boom\x00"}, "error_message"),
+        ({"user_agent": "ua\x00"}, "user_agent"),
+        ({"request_id": "req\x00"}, "request_id"),
+        ({"key_id": None, "key_prefix": "sk-\x00"}, "key_prefix"),
+        ({"colour\x00": 1}, '["colour\\u0000"]'),
+    ],
+)
+def test_nul_in_any_string_is_refused_naming_its_path(anon_client, key, fields, field):
+    assert_refused(post(anon_client, row(key, **fields)), field, in_message="NUL")
+
+
+@pytest.mark.parametrize("where", ["body_base64", "body_text"])
+def test_nul_inside_a_json_body_sent_raw_is_refused(anon_client, key, where):
+    text = '{"model": "m", "messages": [{"role": "user", "content": "a\\u0000b"}]}'
+    detail = {"body_base64": b64(text)} if where == "body_base64" else {"body_text": text}
+    assert_refused(post(anon_client, row(key, detail=detail)), "detail." + where,
+                   in_message="messages[0].content")
+
+
+@pytest.mark.parametrize("store_messages", [True, False])
+@pytest.mark.parametrize("where", ["body_base64", "body_text"])
+def test_a_raw_text_body_with_nul_is_stored_as_base64(anon_client, key, settings, where,
+                                                      store_messages):
+    settings.STORE_SESSION_MESSAGES = store_messages
+    text = "field=a\x00b&other=1"
+    detail = {"body_base64": b64(text)} if where == "body_base64" else {"body_text": text}
+    response = post(anon_client, row(key, detail=detail))
+    assert response.status_code == 200, response.content[:300]
+    stored = RequestDetail.objects.get()
+    assert stored.body is None and stored.body_format == "base64"
+    if store_messages:
+        assert base64.b64decode(stored.body_text) == text.encode()
+    else:
+        assert stored.body_text == "[REDACTED]"
+
+
+def raw_row(key, placeholder_fields: dict, literal: str) -> str:
+    """A row as JSON text whose "@@" string value is replaced by a bare literal."""
+    return json.dumps(row(key, **placeholder_fields)).replace('"@@"', literal)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"provider_chain": [{"reason": "retry_failed", "latency": "@@"}]}, "provider_chain[0].latency"),
+        ({"detail": {"body": {"model": "m", "temperature": "@@"}}}, "detail.body.temperature"),
+        ({"detail": {"meta": {"x": ["@@"]}}}, "detail.meta.x[0]"),
+        ({"detail": {"headers": {"x-n": "@@"}}}, "detail.headers.x-n"),
+        ({"cost_usd": "@@"}, "cost_usd"),
+        ({"input_tokens": "@@"}, "input_tokens"),
+    ],
+)
+def test_non_finite_numbers_are_refused_when_parsing(anon_client, key, fields, field, literal):
+    response = post(anon_client, raw_row(key, fields, literal))
+    assert_refused(response, field, in_message=literal.lstrip("-").replace("1e400", "out of range"))
+
+
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "1e400"])
+def test_non_finite_numbers_in_a_raw_json_body_are_refused(anon_client, key, literal):
+    text = '{"model": "m", "temperature": ' + literal + "}"
+    response = post(anon_client, row(key, detail={"body_base64": b64(text)}))
+    assert_refused(response, "detail.body_base64", in_message="temperature")
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"model": "\ud800"}, "model"),
+        ({"session_id": "abc\udfff"}, "session_id"),
+        ({"provider_chain": [{"reason": "\udc00"}]}, "provider_chain[0].reason"),
+        ({"detail": {"body": {"model": "\ud83d"}}}, "detail.body.model"),
+        ({"detail": {"headers": {"x-\ud800": "v"}}}, 'detail.headers["x-\\ud800"]'),
+        ({"detail": {"body_text": "text \ud800"}}, "detail.body_text"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_its_path(anon_client, key, fields, field):
+    assert_refused(post(anon_client, row(key, **fields)), field, in_message="surrogate")
+
+
+def test_a_lone_surrogate_encoded_raw_in_the_body_is_refused(anon_client, key):
+    # CESU-style bytes for U+D800: json.loads decodes bytes with surrogatepass.
+    raw = json.dumps(row(key, model="@@")).encode().replace(b"@@", b"\xed\xa0\x80")
+    assert_refused(post(anon_client, raw), "model", in_message="surrogate")
+
+
+def test_a_real_surrogate_pair_is_one_character_and_accepted(anon_client, key):
+    response = post(anon_client, row(key, model="\ud83d\ude00", detail={"body": {"m": "\U0001F600"}}))
+    assert response.status_code == 200, response.content[:300]
+    assert MessageRequest.objects.get().model == "\U0001F600"
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ("[" * 100000 + "]" * 100000, "body"),
+        ('{"request_id": "r", "detail": {"body": ' + "[" * 100000 + "]" * 100000 + "}}", "body"),
+    ],
+)
+def test_a_body_nested_beyond_the_parser_is_400(anon_client, db, payload, field):
+    assert_refused(post(anon_client, payload), field, row_index=None, in_message="nested")
+
+
+@pytest.mark.parametrize("depth", [150, 900])
+def test_json_nested_deeper_than_the_limit_is_refused(anon_client, key, depth):
+    payload = json.dumps(row(key, detail={"body": "@@"})).replace(
+        '"@@"', "[" * depth + "]" * depth)
+    assert_refused(post(anon_client, payload), "detail.body", in_message="nested")
+
+
+@pytest.mark.parametrize("depth", [150, 900, 100000])
+def test_a_raw_json_body_nested_too_deeply_is_refused(anon_client, key, depth):
+    response = post(anon_client, row(key, detail={"body_text": "[" * depth + "]" * depth}))
+    assert_refused(response, "detail.body_text", in_message="nested")
+
+
+def test_ordinary_nesting_is_accepted(anon_client, key):
+    body = {"tools": [{"input_schema": {"properties": {"a": {"items": {"items": {"type": "x"}}}}}}]}
+    assert post(anon_client, row(key, detail={"body": body})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("duration_ms", 10**12),
+        ("duration_ms", 2**31),
+        ("status_code", 32768),
+        ("status_code", 10**12),
+        ("input_tokens", 2**63),
+        ("output_tokens", 10**30),
+        ("cache_read_input_tokens", 2**64),
+        ("cache_creation_5m_input_tokens", 2**63),
+        ("cache_creation_1h_input_tokens", 2**63),
+        ("request_sequence", 2**31),
+        ("request_sequence", 10**20),
+        ("user_id", 2**63),
+        ("key_id", 2**63),
+        ("provider_id", 2**63),
+        ("created_at", 10**20),
+    ],
+)
+def test_integers_beyond_the_columns_are_refused(anon_client, key, field, value):
+    assert_refused(post(anon_client, row(key, **{field: value})), field)
+
+
+def test_integers_at_the_column_limits_are_stored(anon_client, key):
+    response = post(anon_client, row(key, duration_ms=2**31 - 1, input_tokens=2**63 - 1,
+                                     request_sequence=2**31 - 1))
+    assert response.status_code == 200, response.content[:300]
+    stored = MessageRequest.objects.get()
+    assert (stored.duration_ms, stored.input_tokens, stored.request_sequence) == (
+        2**31 - 1, 2**63 - 1, 2**31 - 1)
+
+
+def test_a_detail_response_status_beyond_its_column_is_refused(anon_client, key):
+    assert_refused(post(anon_client, row(key, detail={"response_status": 10**9})),
+                   "detail.response_status")
+
+
+@pytest.mark.parametrize("entries", [1001, 40000])
+def test_a_provider_chain_longer_than_the_cap_is_refused(anon_client, key, entries):
+    chain = [{"reason": "retry_failed"}] * entries
+    assert_refused(post(anon_client, row(key, provider_chain=chain)), "provider_chain",
+                   in_message="1000")
+
+
+def test_a_provider_chain_at_the_cap_is_stored(anon_client, key):
+    response = post(anon_client, row(key, provider_chain=[{"reason": "retry_failed"}] * 1000))
+    assert response.status_code == 200, response.content[:300]
+    assert MessageRequest.objects.get().retry_count == 999
+
+
+def test_retry_count_never_exceeds_its_column(db):
+    from monitoring.retries import RETRY_COUNT_MAX, retry_count_from_chain
+
+    assert RETRY_COUNT_MAX == 32767
+    assert retry_count_from_chain([{"reason": "retry_failed"}] * 40000) == RETRY_COUNT_MAX
+
+
+@pytest.mark.parametrize(
+    "sent", ["1e30", "-1e30", 1e30, 10**30, "1e999999999", "-1E+400", "sNaN", "-sNaN", "Infinity"]
+)
+def test_costs_that_do_not_fit_the_column_are_refused(anon_client, key, sent):
+    assert_refused(post(anon_client, row(key, cost_usd=sent)), "cost_usd")
+
+
+def test_text_fields_are_stored_exactly_as_sent(anon_client, key):
+    sent = {"request_id": " req-ws ", "session_id": " lead", "model": "claude ",
+            "original_model": "\tm", "endpoint": " /v1/messages", "user_agent": "ua/1 ",
+            "blocked_by": " guard", "error_message": " boom \n"}
+    response = post(anon_client, row(key, **sent))
+    assert response.status_code == 200, response.content[:300]
+    stored = MessageRequest.objects.get()
+    assert {name: getattr(stored, name) for name in sent} == sent
+
+
+def test_an_empty_session_id_is_still_stored_as_null(anon_client, key):
+    assert post(anon_client, row(key, session_id="")).status_code == 200
+    assert MessageRequest.objects.get().session_id is None
+
+
+ODD_ROWS = [
+    {"created_at": "0001-01-01T00:00:00+08:00"},
+    {"created_at": "9999-12-31T23:59:59-08:00"},
+    {"created_at": -62135596800001},
+    {"detail": {"method": "ß" * 16}},
+    {"detail": {"method": "ﬃ"}},
+    {"detail": {"headers": {"a": None, "b": [[1]]}}},
+    {"detail": {"special_settings": {"headerModifications": [{"name": ["x"], "value": 1}],
+                                     "bodyModifications": [{"path": {"a": 1}}]}}},
+    {"detail": {"body": [[[[{"messages": [[[["x"]]]]}]]]], "meta": {"": {"": [None]}}}},
+    {"detail": {"body": 10**4000, "headers": {"x-n": 1e308}}},
+    {"detail": {"body_base64": " " + b64("{}") + " "}},
+    {"detail": {"body_text": "\u2028\ufeff"}},
+    {"detail": []},
+    {"client_ip": "fe80::1%eth0"},
+    {"cost_usd": "1e-1000000000"},
+    {"cost_usd": "0E+1000000000"},
+    {"cost_usd": "999999.9999999999999999"},
+    {"status_code": "２００"},
+    {"duration_ms": 1.5},
+    {"request_sequence": "1e3"},
+    {"user_id": True},
+    {"provider_chain": [{"reason": "retry_failed", "statusCode": 10**30}] * 3},
+]
+
+
+@pytest.mark.parametrize("fields", ODD_ROWS)
+def test_odd_rows_are_stored_or_refused_never_a_500(anon_client, key, fields):
+    response = post(anon_client, row(key, **fields))
+    assert response.status_code in (200, 400), response.content[:300]
+    assert response["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[]", b"{}", b'["\\u0000"]', b"[NaN]", b"\xef\xbb\xbf[]", "[]".encode("utf-16"),
+     b'"\\ud800"', b"1" * 5000, b"[" + b"{}," * 3 + b"{}]"],
+)
+def test_odd_bodies_are_never_a_500(anon_client, db, payload):
+    response = post(anon_client, payload)
+    assert response.status_code in (200, 400), response.content[:300]
+

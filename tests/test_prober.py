@@ -29,7 +29,6 @@ from monitoring.prober import (
 from monitoring.probes import ProbeResult
 
 from .factories import ProbeLogFactory, ProviderEndpointFactory, ProviderFactory
-from .probe_servers import probe_server  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 

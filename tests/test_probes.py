@@ -5,7 +5,6 @@ import pytest
 from monitoring.models import ProbeErrorType
 from monitoring.probes import probe_url
 
-from .probe_servers import closed_port, probe_server, unanswered_port  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("method", ["head", "get"])
