@@ -20,7 +20,11 @@ def is_admin(user) -> bool:
 
 
 def can_export(user, kind: str) -> bool:
+    # Disabled, soft-deleted and expired accounts cannot sign in (accounts/backends.py); the
+    # same rule holds for a command run --as-user them.
     if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if getattr(user, "is_expired", False):
         return False
     return kind in OPEN_TO_USERS or is_admin(user)
 

@@ -144,8 +144,13 @@ def normalize_endpoint(value: str) -> str:
     return value.strip().rstrip("/").lower()
 
 
-def filter_usage(filters: dict, queryset: QuerySet | None = None) -> QuerySet:
-    """Apply cleaned, scoped filters (AND). Newest first, on the (created_at, id) index."""
+def filter_usage(
+    filters: dict, queryset: QuerySet | None = None, *, hide_non_billing: bool = True
+) -> QuerySet:
+    """Apply cleaned, scoped filters (AND). Newest first, on the (created_at, id) index.
+    Without an endpoint filter the non-billing endpoints are left out, as in the reference
+    system's page and export; the admin changelist, which shows the table as it is, passes
+    hide_non_billing=False."""
     q = MessageRequest.objects.all() if queryset is None else queryset
     if filters.get("user_id") is not None:
         q = q.filter(user_id=filters["user_id"])
@@ -168,7 +173,7 @@ def filter_usage(filters: dict, queryset: QuerySet | None = None) -> QuerySet:
     q = q.alias(endpoint_key=normalized_endpoint())
     if filters.get("endpoint"):
         q = q.filter(endpoint_key=normalize_endpoint(filters["endpoint"]))
-    else:
+    elif hide_non_billing:
         q = q.exclude(endpoint_key__in=NON_BILLING_ENDPOINTS)
     if filters.get("min_retry_count"):
         q = q.filter(retry_count__gte=filters["min_retry_count"])

@@ -74,32 +74,29 @@ def write_export(source, *, output: str, kind: str, channel: str, user, filters:
         if not target.parent.exists():
             raise CommandError(f"--output: the folder {target.parent} does not exist.")
     audit = start_audit(kind=kind, channel=channel, user=user, filters=filters)
-    stream = AuditedStream(source, audit)
+    # The record says ok only once the file is in place (written, synced, renamed).
+    stream = AuditedStream(source, audit, deferred=True)
     progress = Progress(stderr, progress_unit)
     tmp_path = None
     try:
         if target is None:
-            binary = _binary_stdout(stdout)
-            for chunk in stream:
-                if binary is not None:
-                    binary.write(chunk)
-                else:
-                    stdout.write(chunk.decode("utf-8"), ending="")
-                progress.update(chunk)
-            if binary is not None:
-                binary.flush()
+            _write_stdout(stream, stdout, progress)
+        elif target.exists() and not target.is_file():
+            # A pipe or a device (/dev/stdout, a FIFO): written in place, never replaced.
+            with open(target, "wb") as fh:
+                _write_chunks(stream, fh, progress)
         else:
             fd, tmp_path = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
             with os.fdopen(fd, "wb") as fh:
-                for chunk in stream:
-                    fh.write(chunk)
-                    progress.update(chunk)
-                fh.flush()
+                _write_chunks(stream, fh, progress)
                 os.fsync(fh.fileno())
             os.replace(tmp_path, target)
             tmp_path = None
+        stream.complete()
     except BaseException as exc:
-        stream.close()  # a no-op for the audit when the stream already failed
+        if isinstance(exc, Exception):
+            stream.fail(exc)  # a no-op when the source itself failed and said so
+        stream.close()  # cancelled, for Ctrl-C; a no-op for the audit once it is finished
         if tmp_path is not None and os.path.exists(tmp_path):
             os.unlink(tmp_path)
         if isinstance(exc, OSError):
@@ -108,3 +105,20 @@ def write_export(source, *, output: str, kind: str, channel: str, user, filters:
     finally:
         progress.done()
     return WriteResult(rows=getattr(source, "rows", None), bytes=stream.bytes)
+
+
+def _write_chunks(stream, fh, progress: Progress) -> None:
+    for chunk in stream:
+        fh.write(chunk)
+        progress.update(chunk)
+    fh.flush()
+
+
+def _write_stdout(stream, stdout, progress: Progress) -> None:
+    binary = _binary_stdout(stdout)
+    if binary is not None:
+        _write_chunks(stream, binary, progress)
+        return
+    for chunk in stream:
+        stdout.write(chunk.decode("utf-8"), ending="")
+        progress.update(chunk)

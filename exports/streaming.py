@@ -20,13 +20,18 @@ class AuditedStream:
     server aborts the transfer instead of ending it cleanly), cancelled when closed early.
 
     `source` may offer `rows` (int, read when the stream ends) and `close()`.
+
+    With `deferred=True` the end of the data does not yet mean ok: the caller (a command
+    writing a file) calls complete() once the file is in place, or fail() when writing it did
+    not work out.
     """
 
-    def __init__(self, source, audit: ExportAudit):
+    def __init__(self, source, audit: ExportAudit, *, deferred: bool = False):
         self.source = source
         self.audit = audit
         self.bytes = 0
         self.finished = False
+        self.deferred = deferred
         self._chunks = self._relay()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -41,9 +46,16 @@ class AuditedStream:
             raise
         except BaseException as exc:
             log.exception("export_stream_failed kind=%s audit=%s", self.audit.kind, self.audit.pk)
-            self._finish(Outcome.FAILED, detail=f"{type(exc).__name__}: {exc}")
+            self.fail(exc)
             raise
+        if not self.deferred:
+            self.complete()
+
+    def complete(self) -> None:
         self._finish(Outcome.OK)
+
+    def fail(self, exc: BaseException) -> None:
+        self._finish(Outcome.FAILED, detail=f"{type(exc).__name__}: {exc}")
 
     def _finish(self, outcome: str, detail: str = "") -> None:
         if self.finished:

@@ -1,5 +1,7 @@
 from django.http import HttpResponseBadRequest
 
+from exports.access import json_error
+
 
 class RejectNulMiddleware:
     """PostgreSQL text cannot hold NUL, so a parameter holding one can never match or be stored:
@@ -18,8 +20,12 @@ class RejectNulMiddleware:
         for query in params:
             for name, values in query.lists():
                 if "\x00" in name or any("\x00" in value for value in values):
-                    return HttpResponseBadRequest(
-                        f"The parameter {name.replace(chr(0), '')!r} holds a NUL character.",
-                        content_type="text/plain; charset=utf-8",
-                    )
+                    return self.reject(request, name.replace("\x00", ""))
         return self.get_response(request)
+
+    def reject(self, request, name: str):
+        message = f"The parameter {name!r} holds a NUL character."
+        if request.path.startswith(("/exports/", "/api/")):
+            # The shape of every other 400 of the export and ingest endpoints.
+            return json_error(400, message, fields={name: [{"message": message, "code": "nul"}]})
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")

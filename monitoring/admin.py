@@ -1,18 +1,23 @@
-from datetime import timedelta
-
 from django.contrib import admin, messages
-from django.utils import timezone
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from exports.access import can_export, scope_usage
+from exports.access import can_export, is_admin, scope_usage
 from exports.audit import Channel, Kind
+from exports.filters import (
+    TimeWindowForm,
+    UsageFilterForm,
+    filter_usage,
+    normalize_endpoint,
+    quick_ranges,
+)
 from exports.probe_logs import MAX_LINES_LIMIT, probe_logs_response
 from exports.session_request import session_request_response
 from exports.usage import usage_csv_response
 
-from .choices import distinct_values
+from .choices import usage_filter_choices
 from .models import (
-    NON_200,
     MessageRequest,
     ProbeLog,
     Provider,
@@ -77,12 +82,80 @@ class ProbeLogAdmin(admin.ModelAdmin):
         return can_export(request.user, Kind.PROBE_LOGS)
 
 
-class StatusFilter(admin.SimpleListFilter):
-    title = _("status code")
-    parameter_name = "status"
-    CODES = (200, 400, 401, 403, 404, 429, 500, 502, 503, 504)
+def clean_param(name: str, value: str):
+    """A usage-log filter value from the changelist's URL, validated by the field of the form
+    that every other channel uses; a bad value gets Django admin's "incorrect lookup" notice
+    instead of a 500."""
+    try:
+        return UsageFilterForm.base_fields[name].clean(value)
+    except ValidationError as exc:
+        raise IncorrectLookupParameters(f"{name}: {' '.join(exc.messages)}") from exc
+
+
+class UsageListFilter(admin.SimpleListFilter):
+    """One usage-log filter, under the form field's name (the export's query parameter), applied
+    by filter_usage like everywhere else."""
 
     def lookups(self, request, model_admin):
+        return self.choices_for(usage_filter_choices(request.user))
+
+    def choices_for(self, choices: dict) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        value = clean_param(self.parameter_name, self.value())
+        return filter_usage({self.parameter_name: value}, queryset, hide_non_billing=False)
+
+
+class UserFilter(UsageListFilter):
+    title = _("user")
+    parameter_name = "user_id"
+
+    def choices_for(self, choices):
+        return [(str(u.pk), u.username) for u in choices["users"]]
+
+
+class KeyFilter(UsageListFilter):
+    title = _("key")
+    parameter_name = "key_id"
+
+    def choices_for(self, choices):
+        return [(str(k.pk), f"{k.user.username} · {k.name}") for k in choices["keys"]]
+
+
+class ProviderFilter(UsageListFilter):
+    title = _("provider")
+    parameter_name = "provider_id"
+
+    def choices_for(self, choices):
+        return [(str(p.pk), p.name) for p in choices["providers"]]
+
+
+class ModelFilter(UsageListFilter):
+    title = _("model")
+    parameter_name = "model"
+
+    def choices_for(self, choices):
+        return [(m, m) for m in choices["models"]]
+
+
+class EndpointFilter(UsageListFilter):
+    title = _("endpoint")
+    parameter_name = "endpoint"
+
+    def choices_for(self, choices):
+        # Matching ignores case and a trailing "/": offer each endpoint once.
+        return [(e, e) for e in sorted({normalize_endpoint(e) for e in choices["endpoints"]})]
+
+
+class StatusFilter(UsageListFilter):
+    title = _("status code")
+    parameter_name = "status_code"
+    CODES = (200, 400, 401, 403, 404, 429, 500, 502, 503, 504)
+
+    def choices_for(self, choices):
         return [
             ("non200", _("not 200")),
             ("inflight", _("in flight")),
@@ -90,72 +163,62 @@ class StatusFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request, queryset):
-        value = self.value()
-        if value == "non200":
-            return queryset.filter(NON_200)
-        if value == "inflight":
+        if self.value() == "non200":
+            return filter_usage({"exclude_status_200": True}, queryset, hide_non_billing=False)
+        if self.value() == "inflight":
             return queryset.filter(status_code__isnull=True)
-        if value and value.isdigit():
-            return queryset.filter(status_code=int(value))
-        return queryset
+        return super().queryset(request, queryset)
 
 
-class RetryFilter(admin.SimpleListFilter):
+class RetryFilter(UsageListFilter):
     title = _("min retry count")
     parameter_name = "min_retry_count"
 
-    def lookups(self, request, model_admin):
-        return [(str(n), f"≥ {n}") for n in (1, 2, 3)]
-
-    def queryset(self, request, queryset):
-        if self.value() and self.value().isdigit():
-            return queryset.filter(retry_count__gte=int(self.value()))
-        return queryset
+    def choices_for(self, choices):
+        return [(str(n), f"≥ {n}") for n in (1, 2, 3, 5)]
 
 
-class TimeRangeFilter(admin.SimpleListFilter):
+class TimeWindowFilter(admin.ListFilter):
+    """start_time and end_time (end exclusive) as the export takes them, milliseconds or ISO
+    8601, with the page's quick ranges as links."""
+
     title = _("time")
-    parameter_name = "range"
-    DAYS = {"today": 0, "7d": 7, "30d": 30}
+    PARAMS = ("start_time", "end_time")
 
-    def lookups(self, request, model_admin):
-        return [("today", _("Today")), ("7d", _("Last 7 days")), ("30d", _("Last 30 days"))]
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        for name in self.PARAMS:
+            if name in params:
+                self.used_parameters[name] = params.pop(name)[-1]
+
+    def has_output(self):
+        return True
+
+    def expected_parameters(self):
+        return list(self.PARAMS)
+
+    def choices(self, changelist):
+        yield {
+            "selected": not self.used_parameters,
+            "query_string": changelist.get_query_string(remove=self.PARAMS),
+            "display": _("All"),
+        }
+        for label, start in quick_ranges():
+            yield {
+                "selected": False,
+                "query_string": changelist.get_query_string(
+                    {"start_time": int(start.timestamp() * 1000)}, remove=["end_time"]
+                ),
+                "display": label,
+            }
 
     def queryset(self, request, queryset):
-        if self.value() not in self.DAYS:
+        if not self.used_parameters:
             return queryset
-        now = timezone.localtime()
-        if self.value() == "today":
-            start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        else:
-            start = now - timedelta(days=self.DAYS[self.value()])
-        return queryset.filter(created_at__gte=start)
-
-
-class DistinctValueFilter(admin.SimpleListFilter):
-    """Values seen in the usage log (cached), for model and endpoint."""
-
-    field: str
-
-    def lookups(self, request, model_admin):
-        return [(v, v) for v in distinct_values(self.field, None)]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(**{self.field: self.value()})
-        return queryset
-
-
-class ModelFilter(DistinctValueFilter):
-    title = _("model")
-    parameter_name = "model"
-    field = "model"
-
-
-class EndpointFilter(DistinctValueFilter):
-    title = _("endpoint")
-    parameter_name = "endpoint"
-    field = "endpoint"
+        form = TimeWindowForm(self.used_parameters)
+        if not form.is_valid():
+            raise IncorrectLookupParameters(form.error_text())
+        return filter_usage(form.cleaned_data, queryset, hide_non_billing=False)
 
 
 def selection_for_audit(request) -> dict:
@@ -185,8 +248,8 @@ class MessageRequestAdmin(admin.ModelAdmin):
         "input_tokens", "output_tokens", "cost_usd", "duration_ms", "session_id", "retry_count",
     ]
     list_filter = [
-        TimeRangeFilter, StatusFilter, RetryFilter, "user", "provider", "key", ModelFilter,
-        EndpointFilter,
+        TimeWindowFilter, StatusFilter, RetryFilter, UserFilter, KeyFilter, ProviderFilter,
+        ModelFilter, EndpointFilter,
     ]
     # Exact matches only: a LIKE over tens of millions of rows would not use the indexes.
     search_fields = ["=session_id", "=request_id"]
@@ -198,6 +261,16 @@ class MessageRequestAdmin(admin.ModelAdmin):
     readonly_fields = ["retry_count"]
     inlines = [RequestDetailInline]
     actions = ["export_csv"]
+
+    def get_queryset(self, request):
+        # Staff who are not admins (given view permission by hand) see their own rows only,
+        # in the list, the change pages and the export action alike.
+        return scope_usage(request.user, super().get_queryset(request))
+
+    def get_list_filter(self, request):
+        if is_admin(request.user):
+            return self.list_filter
+        return [f for f in self.list_filter if f is not UserFilter]
 
     @admin.action(description=_("Export selected rows as CSV"), permissions=["export"])
     def export_csv(self, request, queryset):

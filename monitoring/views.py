@@ -12,6 +12,15 @@ from exports.usage import total_tokens_expr
 from .choices import usage_filter_choices
 
 
+def quick_range_links(query: dict) -> list[tuple[str, str]]:
+    """(label, query string): each quick range keeps the other filters and replaces the time."""
+    other = {k: v for k, v in query.items() if k not in ("start_time", "end_time")}
+    return [
+        (label, urlencode({**other, "start_time": int(start.timestamp() * 1000)}))
+        for label, start in quick_ranges()
+    ]
+
+
 @login_required
 def home(request):
     return redirect("dashboard:logs")
@@ -42,7 +51,7 @@ def usage_logs(request):
             "totals": totals,
             "choices": usage_filter_choices(request.user),
             "query": urlencode(query),
-            "quick_ranges": [(label, int(start.timestamp() * 1000)) for label, start in quick_ranges()],
+            "quick_ranges": quick_range_links(query),
             "exclude_200": filters.get("exclude_status_200", False),
             "export_limit": limit,
             "export_truncated": limit is not None and totals["requests"] > limit,

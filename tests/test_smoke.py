@@ -24,3 +24,10 @@ def test_nul_in_a_posted_form_is_a_400(client):
     )
     assert response.status_code == 400
     assert b"holds a NUL character" in response.content
+
+
+def test_nul_in_an_export_parameter_is_a_json_400(admin_client):
+    response = admin_client.get("/exports/usage-logs.csv?model=a%00b")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["fields"] == {"model": [{"message": response.json()["error"], "code": "nul"}]}

@@ -5,7 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
+from django.http import QueryDict
 from django.urls import reverse
 
 from exports.models import ExportAudit
@@ -73,12 +75,61 @@ def test_staff_without_admin_role_cannot_use_the_action(client, some_rows):
 
 
 @pytest.mark.django_db
+def test_staff_with_view_permission_see_only_their_own_rows(client, some_rows, bob):
+    staff = UserFactory(username="carol", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_messagerequest"))
+    mine = MessageRequestFactory(user=staff, session_id="carol-own")
+    client.force_login(staff)
+    response = client.get(CHANGELIST)
+    assert [row.pk for row in response.context["cl"].result_list] == [mine.pk]
+    assert b"sess-1" not in response.content
+    assert client.get(reverse("admin:monitoring_messagerequest_change", args=[some_rows[1].pk])).status_code == 302
+    filters = [f.title for f in response.context["cl"].filter_specs]
+    assert "user" not in filters
+    assert "bob" not in str(response.context["cl"].filter_specs[4].lookup_choices)  # keys: her own
+
+
+@pytest.mark.django_db
 def test_changelist_filters_and_search(admin_client, some_rows):
-    assert admin_client.get(CHANGELIST, {"status": "non200"}).status_code == 200
+    assert admin_client.get(CHANGELIST, {"status_code": "non200"}).context["cl"].result_count == 8
     response = admin_client.get(CHANGELIST, {"q": "sess-3"})
     assert response.context["cl"].result_count == 1
-    response = admin_client.get(CHANGELIST, {"status": "500"})
+    response = admin_client.get(CHANGELIST, {"status_code": "500"})
     assert response.context["cl"].result_count == 4
+    response = admin_client.get(CHANGELIST, {"model": "m-a", "min_retry_count": "0"})
+    assert response.context["cl"].result_count == 6
+
+
+@pytest.mark.django_db
+def test_changelist_time_window_is_the_exports(admin_client, some_rows):
+    start = int((T0 + timedelta(minutes=3)).timestamp() * 1000)
+    response = admin_client.get(CHANGELIST, {"start_time": start, "end_time": (T0 + timedelta(minutes=5)).isoformat()})
+    assert response.context["cl"].result_count == 2  # minutes 3 and 4; the end is exclusive
+
+
+@pytest.mark.django_db
+def test_changelist_endpoint_filter_ignores_case_and_trailing_slash(admin_client, alice):
+    MessageRequestFactory(user=alice, endpoint="/V1/Messages/")
+    MessageRequestFactory(user=alice, endpoint="/v1/messages")
+    MessageRequestFactory(user=alice, endpoint="/v1/messages/count_tokens")
+    response = admin_client.get(CHANGELIST, {"endpoint": "/v1/messages"})
+    assert response.context["cl"].result_count == 2
+    # The changelist shows the table as it is: the non-billing endpoint is not hidden.
+    assert admin_client.get(CHANGELIST).context["cl"].result_count == 3
+    choices = [value for value, _ in response.context["cl"].filter_specs[-1].lookup_choices]
+    assert choices.count("/v1/messages") == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "params",
+    [{"status_code": "\u00b2"}, {"min_retry_count": "\u00b2"}, {"user_id": "x"}, {"key_id": "-1"},
+     {"start_time": "yesterday"}, {"start_time": "2026-01-02", "end_time": "2026-01-01"}],
+)
+def test_changelist_bad_filter_values_are_a_notice_not_a_500(admin_client, some_rows, params):
+    response = admin_client.get(CHANGELIST, params)
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
 
 
 # --- Command ---------------------------------------------------------------------------------
@@ -152,6 +203,49 @@ def test_command_failure_leaves_no_half_file(tmp_path, some_rows, monkeypatch):
     assert ExportAudit.objects.get().outcome == "failed"
 
 
+@pytest.mark.django_db
+def test_command_write_failure_after_the_data_is_recorded_failed(tmp_path, some_rows, monkeypatch):
+    import os
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(CommandError, match="No space left"):
+        call_command("export_usage_logs", "--output", str(tmp_path / "x.csv"), stderr=io.StringIO())
+    assert list(tmp_path.iterdir()) == []
+    audit = ExportAudit.objects.get()
+    assert audit.outcome == "failed" and "No space left" in audit.detail
+
+
+@pytest.mark.django_db
+def test_command_writes_into_a_fifo_without_replacing_it(tmp_path, some_rows):
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    call_command("export_usage_logs", "--output", str(fifo), stdout=io.StringIO(), stderr=io.StringIO())
+    reader.join(10)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert received[0].startswith("\ufeff".encode()) and received[0].count(b"\n") == 13
+    assert ExportAudit.objects.get().outcome == "ok"
+
+
+@pytest.mark.django_db
+def test_command_refuses_to_export_as_a_disabled_or_expired_user(alice, some_rows):
+    alice.expires_at = T0
+    alice.save()
+    with pytest.raises(CommandError, match="may not export"):
+        call_command("export_usage_logs", "--as-user", "alice", stdout=io.StringIO())
+    audit = ExportAudit.objects.get()
+    assert (audit.outcome, audit.channel, audit.user_id) == ("denied", "command", alice.pk)
+
+
 # --- The page --------------------------------------------------------------------------------
 
 
@@ -196,10 +290,14 @@ def test_page_warns_when_the_export_would_be_cut(admin_client, some_rows, settin
 
 
 @pytest.mark.django_db
-def test_quick_ranges_link_to_explicit_start_times(alice_client):
-    response = alice_client.get(reverse("dashboard:logs"))
-    starts = [start for _, start in response.context["quick_ranges"]]
+def test_quick_ranges_link_to_explicit_start_times_keeping_the_other_filters(alice_client):
+    response = alice_client.get(
+        reverse("dashboard:logs"), {"model": "m-a", "start_time": "1", "end_time": "2", "page": "2"}
+    )
+    queries = [QueryDict(query) for _, query in response.context["quick_ranges"]]
+    starts = [int(q["start_time"]) for q in queries]
     assert len(starts) == 3 and starts[0] > starts[1] > starts[2]
+    assert all(q["model"] == "m-a" and "end_time" not in q and "page" not in q for q in queries)
 
 
 @pytest.mark.django_db

@@ -2,7 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import translation
 
 from accounts.models import User
-from exports.audit import Channel, Kind
+from exports.access import can_export
+from exports.audit import Channel, Kind, record_denied
 from exports.filters import FILTER_FIELDS, UsageFilterForm, filter_usage, filters_for_audit, scope_filters
 from exports.outfile import write_export
 from exports.usage import usage_csv_export
@@ -49,6 +50,13 @@ class Command(BaseCommand):
             user = User.objects.filter(username=as_user).first()
             if user is None:
                 raise CommandError(f"--as-user: no user named {as_user!r}.")
+            if not can_export(user, Kind.USAGE_CSV):
+                # As on the web: a disabled or expired account exports nothing.
+                record_denied(kind=Kind.USAGE_CSV, channel=Channel.COMMAND, user=user,
+                              detail="--as-user: the account may not sign in")
+                raise CommandError(
+                    f"--as-user: {as_user!r} may not export (account disabled or expired)."
+                )
         raw = {name: options[name] for name in FILTER_FIELDS if options.get(name) is not None}
         form = UsageFilterForm(raw)
         if not form.is_valid():

@@ -260,6 +260,10 @@ class Command(BaseCommand):
                         at = min(at + timedelta(seconds=rng.uniform(3, 90)), now)
                         written += 1
         self.make_details(details)
+        # Fresh statistics: until autovacuum gets to the new rows the planner has none and picks
+        # sequential scans for the filtered counts of the usage-log page.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {table}")
         return written
 
     def usage_row(self, rng, user, key, provider, model, original, session, sequence, at,
