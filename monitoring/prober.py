@@ -12,10 +12,16 @@ dies mid-probe its claim simply expires after the lease and another prober takes
 Due times are computed on the database's clock, so hosts whose clocks disagree cannot probe an
 endpoint early.
 
-PostgreSQL is always there and is the system of record, so this holds with or without Redis.
-A Redis leader lock (SET NX with a TTL) would add a second mechanism that is weaker (a leader
-paused past its TTL overlaps with the next one) and would make one process do all the probing;
-it is deliberately not used.
+The issue asked for a leader lock in the cache when Redis is configured; these claims replace
+it. PostgreSQL is always there and is the system of record, so "once per interval" holds with
+or without Redis. A Redis leader lock (SET NX with a TTL) would add a second mechanism that is
+weaker (a leader paused past its TTL overlaps with the next one) and would make one process do
+all the probing; it is deliberately not used.
+
+The guarantee needs the lease to outlast the longest possible probe: every probe (name
+resolution, each connect attempt, TLS, every read, HEAD then GET) shares one deadline of
+timeout_ms (probes.Deadline), and a claim is submitted to the pool only when a worker is free,
+so a probe ends well inside its lease of 2 x timeout + 30 s.
 
 Probes run in a bounded thread pool and touch only the network; the prober's own thread writes
 every result (a probe log and the endpoint's last_probe_* fields, in one transaction) through
@@ -65,7 +71,8 @@ class ProbeSettings:
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim holds: the probe's own time budget and a generous margin."""
+        """How long a claim holds: twice the probe's whole deadline (probes.Deadline bounds
+        it end to end) plus a margin for writing the result."""
         return timedelta(seconds=2 * self.timeout_ms / 1000 + 30)
 
 

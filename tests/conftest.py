@@ -5,7 +5,7 @@ from django.test import Client
 
 from .factories import ApiKeyFactory, UserFactory
 # Loopback servers for the probe tests, as fixtures every test module can ask for.
-from .probe_servers import closed_port, probe_server, unanswered_port  # noqa: F401
+from .probe_servers import closed_port, probe_server, trickle_server, unanswered_port  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Real loopback servers for the prober's tests: an HTTP server whose paths answer 200, 401,
-500, drop HEAD requests without a status line, or stall past any probe timeout; and the port of
-a closed socket."""
+500, drop HEAD requests without a status line, or stall past any probe timeout; a server that
+trickles its answer a byte at a time; and the port of a closed socket."""
 
 import socket
 import threading
@@ -68,6 +68,45 @@ def probe_server():
     state.release.set()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def trickle_server():
+    """An HTTP server that sends its status line one byte every 0.2 s: each read gets a byte
+    well within any probe timeout, so only a deadline over the whole probe ends it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def drip(conn):
+        with conn:
+            try:
+                conn.recv(4096)
+                for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200:
+                    if stop.wait(0.2):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass  # the probe gave up and closed its end
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(1)
+    listener.close()
 
 
 @pytest.fixture

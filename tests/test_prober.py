@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -120,6 +121,18 @@ def test_the_next_probe_is_60_s_after_a_success_and_10_s_after_a_timeout(probe_s
         gap = (endpoint.next_probe_at - endpoint.last_probe_at).total_seconds()
         assert low <= gap <= high, (endpoint.url, gap)
     assert ProbeLog.objects.get(endpoint=slow).error_type == ProbeErrorType.TIMEOUT
+
+
+@pytest.mark.django_db
+def test_a_trickling_server_is_recorded_as_a_timeout_well_inside_the_claims_lease(trickle_server):
+    endpoint = ProviderEndpointFactory(url=trickle_server + "/")
+    started = time.monotonic()
+    Prober(config(method="head", timeout_ms=600)).run(once=True)
+    took = time.monotonic() - started
+    assert took < 1.5, f"one pass with a 600 ms timeout took {took:.1f} s"
+    assert took < config(timeout_ms=600).lease.total_seconds()
+    log = ProbeLog.objects.get(endpoint=endpoint)
+    assert (log.ok, log.status_code, log.error_type) == (False, None, ProbeErrorType.TIMEOUT)
 
 
 @pytest.mark.django_db

@@ -1,10 +1,12 @@
 """One probe against real loopback servers: what counts as OK, and each failure type."""
 
+import socket
+import time
+
 import pytest
 
 from monitoring.models import ProbeErrorType
-from monitoring.probes import probe_url
-
+from monitoring.probes import Deadline, connect_within, probe_url
 
 
 @pytest.mark.parametrize("method", ["head", "get"])
@@ -57,6 +59,36 @@ def test_a_server_slower_than_the_timeout_fails_as_timeout(probe_server, method)
     assert [m for m, _ in probe_server.seen] == [method.upper()]
 
 
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_a_server_trickling_its_answer_is_cut_off_at_the_timeout(trickle_server, method):
+    started = time.monotonic()
+    result = probe_url(trickle_server + "/", method=method, timeout_ms=800)
+    took = time.monotonic() - started
+    assert took < 1.5, f"a probe with an 800 ms timeout took {took:.1f} s"
+    assert not result.ok
+    assert result.error_type == ProbeErrorType.TIMEOUT
+    assert result.error_message == "Timed out after 800 ms"
+    assert result.status_code is None
+
+
+def test_a_tls_handshake_that_trickles_is_cut_off_at_the_timeout(trickle_server):
+    url = trickle_server.replace("http://", "https://") + "/"
+    started = time.monotonic()
+    result = probe_url(url, method="get", timeout_ms=800)
+    assert time.monotonic() - started < 1.5
+    assert result.error_type == ProbeErrorType.TIMEOUT
+
+
+def test_connecting_to_several_addresses_shares_one_deadline(unanswered_port):
+    # What a host name resolving to several unanswering addresses does: each address must get
+    # only what is left of the time budget, not a full timeout of its own.
+    address = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", unanswered_port))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        connect_within([address] * 3, Deadline(0.3))
+    assert time.monotonic() - started < 0.6
+
+
 def test_tcp_connect_is_ok_without_a_status(probe_server):
     result = probe_url(probe_server("/slow"), method="tcp", timeout_ms=2000)
     assert result.ok
@@ -92,6 +124,7 @@ def test_a_closed_port_fails_as_network_error(closed_port, method):
         ("http://127.0.0.1:99999/", "Port out of range"),
         ("api.example.com/v1", "scheme"),
         ("http://exa mple.com/", "whitespace"),
+        ("http://127.0.0.1:0/", "port 0"),
     ],
 )
 @pytest.mark.parametrize("method", ["tcp", "get"])
@@ -102,6 +135,13 @@ def test_an_invalid_url_fails_as_invalid_url_without_latency(url, reason, method
     assert reason in result.error_message
     assert result.latency_ms is None
     assert result.status_code is None
+
+
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_a_non_ascii_path_is_sent_percent_encoded(probe_server, method):
+    result = probe_url(probe_server("/v1/ä?q=é"), method=method, timeout_ms=2000)
+    assert result.ok, result
+    assert probe_server.seen == [(method.upper(), "/v1/%C3%A4?q=%C3%A9")]
 
 
 def test_an_unknown_method_is_refused():

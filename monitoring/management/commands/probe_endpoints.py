@@ -41,7 +41,12 @@ class Command(BaseCommand):
             choices=METHODS,
             help="tcp: connect only; head: HTTP HEAD, then GET when HEAD gets no status; get: GET",
         )
-        parser.add_argument("--timeout-ms", type=positive_int, metavar="N")
+        parser.add_argument(
+            "--timeout-ms",
+            type=positive_int,
+            metavar="N",
+            help="deadline for a whole probe: resolving, connecting, TLS and reading (PROBE_TIMEOUT_MS)",
+        )
         parser.add_argument("--interval-s", type=positive_float, metavar="N")
         parser.add_argument("--concurrency", type=positive_int, metavar="N")
 
