@@ -48,6 +48,16 @@ class StrictCharField(forms.CharField):
         return super().to_python(value)
 
 
+class EndpointField(StrictCharField):
+    """The endpoint is a path (`/v1/messages`): a query or fragment sent with it is dropped,
+    so a `?key=...` never reaches the usage log, its indexes or the CSV, and endpoint filters
+    match whatever query the client used."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value and value.partition("?")[0].partition("#")[0]
+
+
 class JsonObjectField(forms.Field):
     def to_python(self, value):
         if value in (None, ""):
@@ -139,9 +149,9 @@ def _integer(name: str, model=MessageRequest, *, min_value=0, max_value=None):
     return forms.IntegerField(required=False, min_value=min_value, max_value=max_value)
 
 
-def _text(name: str, model=MessageRequest) -> StrictCharField:
+def _text(name: str, model=MessageRequest, form_class=StrictCharField) -> StrictCharField:
     column = model._meta.get_field(name)
-    return StrictCharField(
+    return form_class(
         required=False, max_length=column.max_length, empty_value=None if column.null else ""
     )
 
@@ -156,7 +166,7 @@ ROW_FIELDS: dict[str, forms.Field] = {
     "provider_id": _integer("provider", min_value=1),
     "model": _text("model"),
     "original_model": _text("original_model"),
-    "endpoint": _text("endpoint"),
+    "endpoint": _text("endpoint", form_class=EndpointField),
     "status_code": _integer("status_code", max_value=999),
     **{name: _integer(name) for name in TOKEN_FIELDS},
     "cost_usd": _model_field("cost_usd", form_class=CostField, min_value=0, required=False),

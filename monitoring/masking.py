@@ -35,12 +35,10 @@ SECRET_HEADER_SUFFIXES = ("api-key", "apikey", "-token", "-secret")
 SECRET_QUERY_PARAMS = frozenset(
     {"key", "api_key", "token", "access_token", "secret", "client_secret", "password"}
 )
-# Names of JSON fields (in bodies, meta, special settings) whose value is a credential. "key"
-# is left out here: in JSON it is a common ordinary field name, unlike in a query string.
-SECRET_JSON_FIELDS = frozenset(
-    {"api_key", "apikey", "access_token", "refresh_token", "client_secret", "password", "secret",
-     "authorization", "x_api_key"}
-)
+# JSON fields (in bodies, meta, special settings) whose value is a credential: every secret
+# header name (is_secret_header: api_key, access_token, client_secret, cookie, ...) and these.
+# "key" is left out: in JSON it is a common ordinary field name, unlike in a query string.
+SECRET_JSON_FIELDS = frozenset({"password", "secret"})
 # Where message content lives in the request bodies of the supported APIs (Anthropic messages,
 # OpenAI chat/completions/responses/embeddings, Gemini generateContent).
 CONTENT_KEYS = frozenset(
@@ -57,7 +55,13 @@ STRUCTURAL_KEYS = frozenset(
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(.*)$", re.S)
 # The authority of `scheme://` or scheme-relative `//` URLs; its user info ends at its LAST @.
-_AUTHORITY_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)([^/?#]*)")
+# Like browsers (the WHATWG URL parser), `\` counts as `/`.
+_AUTHORITY_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]{2})([^/\\?#]*)")
+# A string that is a URL or a path (`https://...`, `/v1/...?key=`), not prose.
+_URL_LIKE_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]")
+# What URL parsers drop: C0 controls and spaces at either end, and tab, CR, LF anywhere.
+_URL_EDGES_RE = re.compile(r"^[\x00-\x20\s]+|[\x00-\x20\s]+$")
+_URL_IGNORED = str.maketrans("", "", "\t\r\n")
 
 
 def mask_token(token: str) -> str:
@@ -89,20 +93,40 @@ def mask_secret_value(value) -> str:
 
 
 def is_secret_header(name) -> bool:
-    lowered = str(name).strip().lower()
-    return lowered in SECRET_HEADERS or lowered.endswith(SECRET_HEADER_SUFFIXES)
+    """The one test of a header (or JSON field) name: any case, surrounding spaces ignored,
+    `_` read as `-` (x_api_key, api_key: CGI-style names and some proxies' spelling)."""
+    key = str(name).strip().lower().replace("_", "-")
+    return key in SECRET_HEADERS or key.endswith(SECRET_HEADER_SUFFIXES)
+
+
+def _mask_secret_leaves(value):
+    """Everything under a secret name: each string (or number) masked, null and booleans kept."""
+    if isinstance(value, dict):
+        return {k: _mask_secret_leaves(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_secret_leaves(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    return mask_secret_value(value)
+
+
+def mask_url_like(value):
+    """mask_url for a string that is a URL or a path (a referer, `:path`, a callback in a
+    body); any other value is returned as it is."""
+    if isinstance(value, str) and _URL_LIKE_RE.match(_URL_EDGES_RE.sub("", value)):
+        return mask_url(value)
+    return value
 
 
 def mask_headers(headers: dict) -> dict:
     masked = {}
     for name, value in (headers or {}).items():
         if is_secret_header(name):
-            if isinstance(value, list | tuple):
-                masked[name] = [mask_secret_value(v) for v in value]
-            else:
-                masked[name] = mask_secret_value(value)
+            masked[name] = _mask_secret_leaves(value)
+        elif isinstance(value, list | tuple):
+            masked[name] = [mask_url_like(v) for v in value]
         else:
-            masked[name] = value
+            masked[name] = mask_url_like(value)
     return masked
 
 
@@ -119,18 +143,44 @@ def mask_query(query: str) -> str:
     parts = []
     # `;` separates parameters too (older servers and some proxies accept it).
     for piece in re.split(r"([&;])", query):
-        name, sep, _value = piece.partition("=")
-        parts.append(f"{name}={REDACTED}" if piece not in "&;" and _is_secret_param(name) else piece)
+        name, _sep, value = piece.partition("=")
+        secret = piece not in "&;" and (_is_secret_param(name) or _hides_secret_param(value))
+        parts.append(f"{name}={REDACTED}" if secret else piece)
     return "".join(parts)
+
+
+def _hides_secret_param(value: str) -> bool:
+    """A value that decodes to a query of its own with a secret in it (`next=%2Fcb%3Ftoken%3D..`,
+    `x=1%26key=..`): redacted whole, since a server or a later redirect reads it as a query."""
+    if "%" not in value:
+        return False
+    decoded = unquote_plus(value)
+    return any(
+        "=" in piece and _is_secret_param(piece.partition("=")[0])
+        for piece in re.split(r"[&;?#]", decoded)
+    )
+
+
+_PATH_PARAM_RE = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
+
+
+def _mask_path_params(path: str) -> str:
+    """`/v1;key=...`: parameters of a path segment (RFC 3986 matrix parameters)."""
+    return _PATH_PARAM_RE.sub(
+        lambda m: f";{m.group(1)}={REDACTED}" if _is_secret_param(m.group(1)) else m.group(0), path
+    )
 
 
 def mask_url(url: str) -> str:
     """Secret query parameters (also in the fragment, where OAuth puts access_token) and the
     password of `scheme://user:password@host` are redacted. Works on full URLs and on bare
-    paths, and never raises on malformed input."""
+    paths, and never raises on malformed input. Leading and trailing whitespace, and tabs or
+    newlines inside, are read as URL parsers do; a URL with nothing to mask is returned as
+    it was sent."""
     if not url:
         return url
-    url = str(url)
+    sent = str(url)
+    url = _URL_EDGES_RE.sub("", sent).translate(_URL_IGNORED)
     match = _AUTHORITY_RE.match(url)
     if match and "@" in match.group(2):
         userinfo, _, host = match.group(2).rpartition("@")
@@ -140,26 +190,28 @@ def mask_url(url: str) -> str:
         url = f"{match.group(1)}{masked_info}@{host}{url[match.end():]}"
     base, hash_sign, fragment = url.partition("#")
     path, question, query = base.partition("?")
-    masked = path + question + mask_query(query)
+    masked = _mask_path_params(path) + question + mask_query(query)
     if hash_sign:
         masked += hash_sign + (mask_query(fragment) if "=" in fragment else fragment)
-    return masked
+    return sent if masked == _URL_EDGES_RE.sub("", sent).translate(_URL_IGNORED) else masked
+
+
+def is_secret_field(name) -> bool:
+    return is_secret_header(name) or str(name).strip().lower() in SECRET_JSON_FIELDS
 
 
 def mask_secret_fields(value):
-    """Credentials that travel inside JSON (a body's api_key, a header modification's value)
-    are masked at any depth, whatever STORE_SESSION_MESSAGES says."""
+    """Credentials that travel inside JSON (a body's api_key, a header set by a header
+    modification, a URL's ?key=) are masked at any depth, whatever STORE_SESSION_MESSAGES
+    says."""
     if isinstance(value, dict):
-        masked = {}
-        for k, v in value.items():
-            if str(k).lower().replace("-", "_") in SECRET_JSON_FIELDS and isinstance(v, str):
-                masked[k] = mask_secret_value(v)
-            else:
-                masked[k] = mask_secret_fields(v)
-        return masked
+        return {
+            k: _mask_secret_leaves(v) if is_secret_field(k) else mask_secret_fields(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [mask_secret_fields(item) for item in value]
-    return value
+    return mask_url_like(value)
 
 
 def _redact_content(value):
@@ -200,7 +252,12 @@ def _redact_modification(mod, store_messages: bool):
 
 
 def _mask_header_modification(mod):
-    if not isinstance(mod, dict) or not is_secret_header(mod.get("name", mod.get("header", ""))):
+    """{"action": "set", "name" | "header" | "key": <header>, "value": ...}: the header's
+    name is under any of those three keys, as proxies spell it."""
+    if not isinstance(mod, dict):
+        return mod
+    name = next((mod[k] for k in ("name", "header", "key") if isinstance(mod.get(k), str)), "")
+    if not is_secret_header(name):
         return mod
     return {k: (mask_secret_value(v) if k in {"value", "before", "after", "old", "new"}
                 and v is not None else v) for k, v in mod.items()}

@@ -3,6 +3,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from monitoring.models import MessageRequest, RequestDetail
 
@@ -608,3 +609,14 @@ def test_odd_bodies_are_never_a_500(anon_client, db, payload):
     response = post(anon_client, payload)
     assert response.status_code in (200, 400), response.content[:300]
 
+
+
+def test_the_query_of_an_endpoint_is_dropped_so_no_key_reaches_the_usage_log(anon_client, key):
+    sent = "/v1beta/models/gemini-2.5-pro:generateContent?key=hunter2secret&alt=sse"
+    response = post(anon_client, row(key, endpoint=sent))
+    assert response.status_code == 200, response.content
+    stored = MessageRequest.objects.get()
+    assert stored.endpoint == "/v1beta/models/gemini-2.5-pro:generateContent"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT t::text FROM {MessageRequest._meta.db_table} t")
+        assert "hunter2" not in cursor.fetchone()[0]

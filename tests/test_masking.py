@@ -279,9 +279,87 @@ def test_special_settings_do_not_leak_header_values(store):
         ("https://host/v1?x=1;key=SECRET", "https://host/v1?x=1;key=[REDACTED]"),
         ("https://host/v1?a=1&b=2", "https://host/v1?a=1&b=2"),
         ("https://host/v1/a@b", "https://host/v1/a@b"),  # an @ in the path is no user info
+        ("https://host/v1;key=SECRET/x;v=1", "https://host/v1;key=[REDACTED]/x;v=1"),  # path params
+        ("https://host/v1?next=%2Fcb%3Fa%3D1%26token%3DSECRET&b=2", "https://host/v1?next=[REDACTED]&b=2"),
+        ("https://host/v1?x=1%26key=SECRET", "https://host/v1?x=[REDACTED]"),
+        ("https://host/v1?q=a%26b", "https://host/v1?q=a%26b"),
     ],
 )
-def test_user_info_and_semicolon_queries_are_masked(url, expected):
+def test_user_info_path_parameters_and_encoded_queries_are_masked(url, expected):
     from monitoring.masking import mask_url
 
     assert mask_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f" https://user:{SECRET}@host/v1",
+        f"\thttps://user:{SECRET}@host/v1",
+        f"\n https://user:{SECRET}@host/v1 ",
+        f"https:\\\\user:{SECRET}@host/v1",
+        f"https:/\\user:{SECRET}@host/v1",
+        f"ht\ttps://user:{SECRET}@host/v1",
+        f" //user:{SECRET}@host/v1",
+    ],
+)
+def test_user_info_is_masked_whatever_whitespace_or_backslashes_surround_it(store, url):
+    stored, raw = store(client_url=url, upstream_url=url)
+    assert "SECRETSECRET" not in raw
+    assert "user:[REDACTED]@host/v1" in stored.client_url
+
+
+@pytest.mark.parametrize("name", ["x_api_key", "api_key", "X_Goog_Api_Key", "proxy_authorization", " cookie "])
+def test_secret_headers_written_with_underscores_or_spaces_are_masked(store, name):
+    stored, raw = store(headers={name: SECRET})
+    assert stored.headers == {name: "sk-a******tail"}
+    assert "SECRETSECRET" not in raw
+
+
+@pytest.mark.parametrize("name", LISTED_HEADERS + ["x-custom-api-key", "x_amz_security_token"])
+def test_every_secret_header_name_is_masked_inside_json_objects(store, name):
+    special = {"headerModifications": [{"action": "set", "headers": {name: f"Bearer {SECRET}"}}]}
+    stored, raw = store(special_settings=special, meta={"forwarded": {name: SECRET}},
+                        body={"model": "m", "extra_headers": {name: [SECRET]}})
+    assert "SECRETSECRET" not in raw
+    assert stored.special_settings["headerModifications"][0]["headers"][name] == "Bearer sk-a******tail"
+    assert stored.meta["forwarded"][name] == "sk-a******tail"
+    assert stored.body["extra_headers"][name] == ["sk-a******tail"]
+
+
+@pytest.mark.parametrize("field", ["name", "header", "key"])
+def test_a_header_modification_names_its_header_by_name_header_or_key(store, field):
+    special = {"headerModifications": [
+        {"action": "set", field: "authorization", "value": f"Bearer {SECRET}"},
+        {"action": "set", field: "x-trace", "value": "kept-as-sent"},
+    ]}
+    stored, raw = store(special_settings=special)
+    mods = stored.special_settings["headerModifications"]
+    assert mods[0]["value"] == "Bearer sk-a******tail"
+    assert mods[1]["value"] == "kept-as-sent"
+    assert "SECRETSECRET" not in raw
+
+
+@pytest.mark.parametrize("name", ["referer", "origin", "location", ":path", "x-original-uri", "x-forwarded-uri"])
+def test_query_secrets_in_url_valued_headers_are_redacted(store, name):
+    value = "https://app.example/v1beta/models/m:generateContent?alt=sse&key=hunter2secret"
+    if name == ":path":
+        value = "/v1beta/models/m:generateContent?alt=sse&key=hunter2secret"
+    stored, raw = store(headers={name: value})
+    assert stored.headers[name] == value.replace("hunter2secret", "[REDACTED]")
+    assert "hunter2" not in raw
+
+
+def test_query_secrets_in_urls_inside_meta_special_settings_and_the_body_are_redacted(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, raw = store(
+        meta={"upstream": "https://api.example/v1?api_key=hunter2secret"},
+        special_settings={"headerModifications": [
+            {"action": "set", "name": "referer", "value": "https://h.example/?token=hunter2secret"}
+        ]},
+        body={"model": "m", "callback": " https://h.example/cb?access_token=hunter2secret"},
+    )
+    assert stored.meta["upstream"] == "https://api.example/v1?api_key=[REDACTED]"
+    assert stored.special_settings["headerModifications"][0]["value"] == "https://h.example/?token=[REDACTED]"
+    assert stored.body["callback"] == "https://h.example/cb?access_token=[REDACTED]"
+    assert "hunter2" not in raw
