@@ -45,8 +45,8 @@ class SessionRequestForm(forms.Form):
 
 class RequestUnavailable(Exception):
     """No file to give. `reason` is machine-readable: not_found (no such usage row),
-    never_recorded (the row exists, its details never came) or pruned (they were deleted by
-    the retention)."""
+    never_recorded (the row exists, its details never came), pruned (deleted by the
+    retention) or deleted (deleted in the Django admin)."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -108,19 +108,24 @@ def find_session_request(
     return row
 
 
-def missing_details(row: MessageRequest, now: datetime | None = None) -> RequestUnavailable:
-    """Why a usage row has no details. Details are deleted by age (prune_session_details, keyed
-    on the request's time), so a row older than the retention lost them to pruning; a younger
-    one never had them."""
-    days = settings.SESSION_DETAILS_RETENTION_DAYS
-    cutoff = (now or timezone.now()) - timedelta(days=days)
-    if row.created_at < cutoff:
+def missing_details(row: MessageRequest) -> RequestUnavailable:
+    """Why a usage row has no details: what was recorded when they were removed (pruning or
+    the Django admin mark the row in the same transaction), else they never came."""
+    removed = MessageRequest.DetailsRemoved
+    when = iso_time(row.details_removed_at) if row.details_removed_at else "?"
+    if row.details_removed == removed.PRUNED:
         return RequestUnavailable(
             "pruned",
             _(
-                "The details of this request were pruned: they are kept for %(days)s days "
-                "(SESSION_DETAILS_RETENTION_DAYS) and the request is from %(when)s."
-            ) % {"days": days, "when": iso_time(row.created_at)},
+                "The details of this request were pruned on %(when)s: they are kept for "
+                "SESSION_DETAILS_RETENTION_DAYS (now %(days)s) days after the request."
+            ) % {"when": when, "days": settings.SESSION_DETAILS_RETENTION_DAYS},
+        )
+    if row.details_removed == removed.DELETED:
+        return RequestUnavailable(
+            "deleted",
+            _("The details of this request were deleted in the Django admin on %(when)s.")
+            % {"when": when},
         )
     return RequestUnavailable(
         "never_recorded",

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from exports.access import can_export, is_admin, scope_usage
@@ -17,6 +18,7 @@ from exports.session_request import session_request_response
 from exports.usage import usage_csv_response
 
 from .choices import usage_filter_choices
+from .detail_retention import mark_details_deleted
 from .models import (
     MessageRequest,
     ProbeLog,
@@ -314,3 +316,17 @@ class RequestDetailAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    # A deletion is recorded on the usage row, so the export says "deleted", not "never
+    # recorded"; in one transaction with the delete.
+    def delete_model(self, request, obj):
+        request_id = obj.pk  # delete() sets obj.pk to None
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            mark_details_deleted([request_id])
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            ids = list(queryset.values_list("pk", flat=True))
+            super().delete_queryset(request, queryset)
+            mark_details_deleted(ids)

@@ -448,7 +448,8 @@ def insert_rows(rows: list[dict]) -> dict[str, int]:
 
 def insert_details(rows: list[dict], inserted: dict[str, int]) -> int:
     """Details of the batch's rows. A row stored earlier without details (a first attempt that
-    sent none) gets them now; one that has them keeps its first copy."""
+    sent none) gets them now; one that has them keeps its first copy; one whose details were
+    pruned or deleted does not get them back."""
     wanted = {r["request_id"]: r for r in rows if r.get("detail")}
     if not wanted:
         return 0
@@ -460,7 +461,7 @@ def insert_details(rows: list[dict], inserted: dict[str, int]) -> int:
         targets.update(
             (rid, (pk, created))
             for rid, pk, created in MessageRequest.objects.filter(
-                request_id__in=earlier, detail__isnull=True
+                request_id__in=earlier, detail__isnull=True, details_removed=""
             ).values_list("request_id", "pk", "created_at")
         )
     if not targets:

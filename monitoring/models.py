@@ -146,6 +146,10 @@ def new_request_id() -> str:
 class MessageRequest(models.Model):
     """One request through the proxy: the usage log. Expect tens of millions of rows."""
 
+    class DetailsRemoved(models.TextChoices):
+        PRUNED = "pruned", _("pruned by the retention")
+        DELETED = "deleted", _("deleted in the Django admin")
+
     request_id = models.CharField(
         _("request ID"),
         max_length=64,
@@ -213,6 +217,16 @@ class MessageRequest(models.Model):
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     blocked_by = models.CharField(_("blocked by"), max_length=100, blank=True)
+    # Why the request details are gone, recorded when they go (in the statement that deletes
+    # them): an export's 404 then states the fact instead of guessing it from the row's age,
+    # and a retried ingest does not bring back what the retention removed.
+    details_removed = models.CharField(
+        _("details removed"), max_length=8, choices=DetailsRemoved.choices, blank=True,
+        editable=False,
+    )
+    details_removed_at = models.DateTimeField(
+        _("details removed at"), null=True, blank=True, editable=False
+    )
 
     class Meta:
         db_table = "message_request"

@@ -1,9 +1,13 @@
 import base64
 import json
+from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from monitoring.models import MessageRequest, RequestDetail
 
@@ -305,6 +309,18 @@ def test_a_retry_with_details_fills_a_row_stored_without_them(anon_client, key):
     assert response.json() == {"received": 1, "inserted": 0, "duplicates": 1, "details_stored": 1}
     post(anon_client, row(key, detail={"method": "GET", "body": {"a": 2}}))
     assert RequestDetail.objects.get().method == "POST"  # the first copy stays
+
+
+def test_a_retried_batch_does_not_bring_back_pruned_details(anon_client, key, settings):
+    settings.SESSION_DETAILS_RETENTION_DAYS = 7
+    old = (timezone.now() - timedelta(days=10)).isoformat()
+    sent = row(key, created_at=old, detail={"method": "POST", "body": {"a": 1}})
+    assert post(anon_client, sent).json()["details_stored"] == 1
+    call_command("prune_session_details", stdout=StringIO())
+    response = post(anon_client, sent)
+    assert response.json() == {"received": 1, "inserted": 0, "duplicates": 1, "details_stored": 0}
+    assert not RequestDetail.objects.exists()
+    assert MessageRequest.objects.get().details_removed == "pruned"
 
 
 def test_rows_already_written_by_the_dashboard_are_duplicates(anon_client, key):

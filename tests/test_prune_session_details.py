@@ -36,7 +36,7 @@ def test_details_are_deleted_in_batches(alice, settings):
         detail_aged(alice, 3)
     with CaptureQueriesContext(connection) as queries:
         call_command("prune_session_details", "--batch-size", "2", stdout=StringIO())
-    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    deletes = [q["sql"] for q in queries.captured_queries if "DELETE" in q["sql"]]
     assert len(deletes) == 3  # 2 + 2 + 1
     assert all("LIMIT 2" in sql for sql in deletes)
     assert not RequestDetail.objects.exists()
@@ -50,6 +50,30 @@ def test_a_pruned_request_exports_as_pruned(admin_client, alice, settings):
     response = admin_client.get(f"/exports/sessions/{row.session_id}/requests/{row.request_sequence}.json")
     assert response.status_code == 404
     assert response.json()["reason"] == "pruned"
+
+
+def test_pruning_records_on_each_usage_row_that_its_details_were_pruned(alice, settings):
+    settings.SESSION_DETAILS_RETENTION_DAYS = 7
+    old, young = detail_aged(alice, 10).request, detail_aged(alice, 1).request
+    never = MessageRequestFactory(user=alice, created_at=timezone.now() - timedelta(days=10))
+    before = timezone.now()
+    call_command("prune_session_details", stdout=StringIO())
+    for row in (old, young, never):
+        row.refresh_from_db()
+    assert old.details_removed == "pruned" and before <= old.details_removed_at <= timezone.now()
+    assert (young.details_removed, young.details_removed_at) == ("", None)
+    assert (never.details_removed, never.details_removed_at) == ("", None)
+
+
+def test_a_batch_deletes_its_details_and_marks_their_rows_in_one_statement(alice, settings):
+    settings.SESSION_DETAILS_RETENTION_DAYS = 1
+    for _ in range(3):
+        detail_aged(alice, 3)
+    with CaptureQueriesContext(connection) as queries:
+        call_command("prune_session_details", "--batch-size", "2", stdout=StringIO())
+    statements = [q["sql"] for q in queries.captured_queries if "DELETE" in q["sql"]]
+    assert len(statements) == 2 and all("UPDATE" in sql for sql in statements)
+    assert MessageRequest.objects.filter(details_removed="pruned").count() == 3
 
 
 def test_a_bad_batch_size_is_refused(db):

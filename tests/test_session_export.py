@@ -177,15 +177,51 @@ def test_details_never_recorded_are_a_404_saying_so(admin_client, alice, recent)
     assert "No details were recorded" in response.json()["error"]
 
 
-def test_details_older_than_the_retention_are_a_404_saying_pruned(admin_client, alice, settings):
+def test_an_old_row_whose_details_never_came_is_never_recorded_not_pruned(admin_client, alice, settings):
     settings.SESSION_DETAILS_RETENTION_DAYS = 7
     MessageRequestFactory(user=alice, session_id="s-old", request_sequence=1,
                           created_at=timezone.now() - timedelta(days=8))
     response = admin_client.get(url("s-old", 1))
     assert response.status_code == 404
+    assert response.json()["reason"] == "never_recorded"
+
+
+def test_pruned_details_are_a_404_saying_pruned_even_after_the_retention_is_raised(admin_client, alice, settings):
+    settings.SESSION_DETAILS_RETENTION_DAYS = 7
+    at = timezone.now() - timedelta(days=8)
+    row = MessageRequestFactory(user=alice, session_id="s-old", request_sequence=1, created_at=at)
+    RequestDetailFactory(request=row, created_at=at)
+    call_command("prune_session_details", stdout=StringIO())
+    settings.SESSION_DETAILS_RETENTION_DAYS = 30
+    response = admin_client.get(url("s-old", 1))
+    assert response.status_code == 404
     body = response.json()
     assert body["reason"] == "pruned"
-    assert "kept for 7 days" in body["error"]
+    assert "were pruned on" in body["error"]
+    assert "SESSION_DETAILS_RETENTION_DAYS" in body["error"]
+
+
+def test_details_deleted_in_the_admin_are_a_404_saying_deleted(admin_client, alice, recent):
+    row = MessageRequestFactory(user=alice, session_id="s-del", request_sequence=1, created_at=recent)
+    detail = RequestDetailFactory(request=row)
+    response = admin_client.post(
+        "/admin/monitoring/requestdetail/",
+        {"action": "delete_selected", ACTION_CHECKBOX_NAME: [detail.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    response = admin_client.get(url("s-del", 1))
+    assert response.status_code == 404
+    assert response.json()["reason"] == "deleted"
+    assert "deleted in the Django admin" in response.json()["error"]
+
+
+def test_a_detail_deleted_from_its_own_admin_page_is_recorded_as_deleted(admin_client, alice, recent):
+    row = MessageRequestFactory(user=alice, session_id="s-del", request_sequence=1, created_at=recent)
+    detail = RequestDetailFactory(request=row)
+    response = admin_client.post(f"/admin/monitoring/requestdetail/{detail.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert row.details_removed == "deleted" and row.details_removed_at is not None
 
 
 def test_a_bad_sequence_is_400(admin_client, stored):
@@ -282,7 +318,8 @@ def test_the_command_writes_to_a_path_or_stdout(stored, tmp_path):
 
 def test_the_command_says_why_there_is_no_file(alice, tmp_path, settings):
     MessageRequestFactory(user=alice, session_id="s-old", request_sequence=1,
-                          created_at=timezone.now() - timedelta(days=30))
+                          created_at=timezone.now() - timedelta(days=30),
+                          details_removed="pruned", details_removed_at=timezone.now())
     with pytest.raises(CommandError, match="pruned"):
         call_command("export_session_request", "s-old", "--sequence", "1", "--output", str(tmp_path / "x.json"))
     with pytest.raises(CommandError, match="has no request #5"):

@@ -1,8 +1,10 @@
 import re
 from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from .factories import ApiKeyFactory, MessageRequestFactory, ProviderFactory, RequestDetailFactory
@@ -138,6 +140,8 @@ def test_the_export_button_is_disabled_with_the_reason_without_details(admin_cli
     settings.SESSION_DETAILS_RETENTION_DAYS = 7
     fresh = MessageRequestFactory(user=alice, session_id="s-n", request_sequence=1, created_at=now)
     old = MessageRequestFactory(user=alice, session_id="s-n", request_sequence=2, created_at=now - timedelta(days=9))
+    RequestDetailFactory(request=old, created_at=old.created_at)
+    call_command("prune_session_details", stdout=StringIO())
     for row, reason in ((fresh, "never_recorded"), (old, "pruned")):
         html = admin_client.get(f"/dashboard/sessions/s-n/?request={row.request_id}").content.decode()
         assert re.search(r'<button type="button" id="export-request" disabled title="[^"]+">', html)

@@ -7,9 +7,9 @@ from monitoring.detail_retention import prune_details, retention_cutoff
 class Command(BaseCommand):
     help = (
         "Delete stored request details older than SESSION_DETAILS_RETENTION_DAYS (counted from "
-        "the request's time), in batches. The usage rows are kept; their export then answers "
-        "that the details were pruned. Run it daily (cron, a systemd timer). There is no --days: "
-        "the export tells pruned from never recorded by the same setting."
+        "the request's time), in batches. The usage rows are kept and marked as pruned in the "
+        "same statement, so their export answers that the details were pruned (and a retried "
+        "ingest does not store them again). Run it daily (cron, a systemd timer)."
     )
 
     def add_arguments(self, parser):
