@@ -57,19 +57,26 @@ RANGE_LABELS = {
 FILTER_FIELDS = ("start_time", "end_time", "range", "status", "search", "max_lines")
 
 
+class CaseInsensitiveChoiceField(forms.ChoiceField):
+    """status=OK, status=Fail, range=1H: the choices are lower case, what is typed need not be."""
+
+    def to_python(self, value):
+        return super().to_python(value).strip().lower()
+
+
 class ProbeLogFilterForm(TimeWindowForm):
     start_time = TimestampField(
         label=gettext_lazy("Start time"),
         required=False,
         help_text=gettext_lazy("Milliseconds since the epoch or ISO 8601."),
     )
-    range = forms.ChoiceField(
+    range = CaseInsensitiveChoiceField(
         label=gettext_lazy("Time range"),
         required=False,
         choices=[("", gettext_lazy("All")), *RANGE_LABELS.items()],
         help_text=gettext_lazy("Instead of a start time: this long before now."),
     )
-    status = forms.ChoiceField(
+    status = CaseInsensitiveChoiceField(
         label=gettext_lazy("Status"),
         required=False,
         choices=[("all", gettext_lazy("All")), ("ok", "OK"), ("fail", "FAIL")],

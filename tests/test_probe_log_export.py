@@ -205,15 +205,15 @@ def test_the_lines_follow_the_time_zone_setting(admin_client, endpoint, probes, 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "status, expected",
-    [("ok", 7), ("fail", 3), ("all", 10), ("", 10)],
+    [("ok", 7), ("fail", 3), ("all", 10), ("", 10), ("OK", 7), ("FAIL", 3), ("Fail", 3), ("ALL", 10), (" fail ", 3)],
 )
-def test_status_filter(admin_client, endpoint, probes, status, expected):
+def test_status_filter_in_any_case(admin_client, endpoint, probes, status, expected):
     _, body = download(admin_client, endpoint, status=status)
     lines = probe_lines_of(body)
     assert len(lines) == expected
-    if status == "fail":
+    if status.strip().lower() == "fail":
         assert all(" FAIL " in text for text in lines)
-    if status == "ok":
+    if status.strip().lower() == "ok":
         assert all(" OK " in text for text in lines)
 
 
