@@ -3,9 +3,11 @@ no CSRF (there is no cookie to ride on), a deployment token instead."""
 
 import hmac
 import logging
+from functools import wraps
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -15,6 +17,18 @@ from exports.access import json_error
 from .ingest import IngestErrors, ingest_rows, parse_payload
 
 log = logging.getLogger("monitoring.ingest")
+
+
+def in_english(view):
+    """Machine-facing answers in one language: the sender's log is read by whoever runs the
+    proxy, and Django's validator texts would otherwise follow LANGUAGE_CODE (zh-hans)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        with translation.override("en"):
+            return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def ingest_token_error(request):
@@ -35,11 +49,18 @@ def ingest_token_error(request):
     return None
 
 
+class LengthRequired(Exception):
+    """No Content-Length (a chunked upload): WSGI servers then hand Django an empty body."""
+
+
 def read_body(request, limit: int) -> bytes | None:
     """At most `limit` bytes of the body, or None when it is longer. Read straight from the
     stream: request.body would apply DATA_UPLOAD_MAX_MEMORY_SIZE, meant for forms."""
+    length = request.META.get("CONTENT_LENGTH")
+    if not length:
+        raise LengthRequired
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(length)
     except ValueError:
         declared = 0
     if declared > limit:
@@ -50,12 +71,16 @@ def read_body(request, limit: int) -> bytes | None:
 
 @csrf_exempt
 @require_POST
+@in_english
 def ingest_requests(request):
     if (denied := ingest_token_error(request)) is not None:
         return denied
     if request.content_type != "application/json":
         return json_error(415, _("Send the rows as application/json."))
-    raw = read_body(request, settings.INGEST_MAX_BODY_BYTES)
+    try:
+        raw = read_body(request, settings.INGEST_MAX_BODY_BYTES)
+    except LengthRequired:
+        return json_error(411, _("Send a Content-Length: chunked uploads are not read."))
     if raw is None:
         return json_error(
             413,

@@ -58,6 +58,20 @@ class EndpointField(StrictCharField):
         return value and value.partition("?")[0].partition("#")[0]
 
 
+class StrictIntegerField(forms.IntegerField):
+    """A JSON integer: a string ("1") or a boolean (true is an int in Python) is one clear
+    error, as a number is for a string field."""
+
+    default_error_messages = {
+        "invalid": "Enter a whole number (a JSON number, not a string or a boolean).",
+    }
+
+    def to_python(self, value):
+        if isinstance(value, str | bool):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
 class JsonObjectField(forms.Field):
     def to_python(self, value):
         if value in (None, ""):
@@ -146,7 +160,7 @@ def _integer(name: str, model=MessageRequest, *, min_value=0, max_value=None):
         min_value = low if min_value is None else max(low, min_value)
     if high is not None:
         max_value = high if max_value is None else min(high, max_value)
-    return forms.IntegerField(required=False, min_value=min_value, max_value=max_value)
+    return StrictIntegerField(required=False, min_value=min_value, max_value=max_value)
 
 
 def _text(name: str, model=MessageRequest, form_class=StrictCharField) -> StrictCharField:
@@ -213,11 +227,16 @@ class IngestErrors(Exception):
 
     errors: list = field(default_factory=list)
     total: int = 0
+    fields: set = field(default_factory=set)  # (row, name) of every error, listed or not
 
     def add(self, row: int | None, name: str, message: str) -> None:
         self.total += 1
+        self.fields.add((row, name))
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append({"row": row, "field": name, "message": message})
+
+    def has(self, row: int | None, *names: str) -> bool:
+        return any((row, name) in self.fields for name in names)
 
     def text(self) -> str:
         parts = [
@@ -373,7 +392,8 @@ def _resolve_relations(rows: list, errors: IngestErrors) -> None:
             errors.add(index, key_field, f"The key belongs to another user than user_id {user_id}.")
         elif not user_id and key_id:
             row["user_id"] = key_owner[key_id]
-        elif not user_id:
+        elif not user_id and not errors.has(index, "user_id", "key_id", "key_prefix"):
+            # A user_id or key that was sent but refused has its own error already.
             errors.add(
                 index,
                 "user_id",

@@ -292,7 +292,8 @@ def store_body(
     headers: dict | None = None, store_messages: bool | None = None,
 ) -> tuple:
     """(body, body_text, body_format) as stored. Raw bodies are parsed when they are JSON; a
-    body that is not JSON is kept as text, one that is not UTF-8 as base64 (format "base64").
+    body that is not JSON is kept as text, one that is not UTF-8 as base64 (format "base64";
+    "text" once redacted, since [REDACTED] is not base64).
     Without STORE_SESSION_MESSAGES a non-JSON body is replaced whole: its content cannot be
     told apart from its shape. A form-encoded body always has its secret fields masked.
 
@@ -313,7 +314,7 @@ def store_body(
         try:
             body_text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return None, (body_base64 if store_messages else REDACTED), "base64"
+            return _raw_body(body_base64, store_messages)
     if body_text is not None:
         try:
             body, suspect = jsonsafe.loads(body_text)
@@ -324,8 +325,7 @@ def store_body(
             if (problem := jsonsafe.char_problem(text.replace("\x00", ""))) is not None:
                 raise UnstorableBody(problem) from None
             if "\x00" in text:
-                encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
-                return None, (encoded if store_messages else REDACTED), "base64"
+                return _raw_body(base64.b64encode(text.encode("utf-8")).decode("ascii"), store_messages)
             return None, (text if store_messages else REDACTED), "text"
         for path, problem in jsonsafe.problems(body, check_scalars=suspect):
             where = jsonsafe.render_path(path) or "the top level"
@@ -333,6 +333,13 @@ def store_body(
     if body is None:
         return None, "", "json"
     return redact_body(mask_secret_fields(body), store_messages=store_messages), "", "json"
+
+
+def _raw_body(encoded: str, store_messages: bool) -> tuple:
+    """A body only base64 can hold; redacted, it is the text [REDACTED], flagged as text."""
+    if store_messages:
+        return None, encoded, "base64"
+    return None, REDACTED, "text"
 
 
 def mask_detail(detail: dict, *, store_messages: bool | None = None) -> dict:
