@@ -10,8 +10,10 @@ class Command(BaseCommand):
     help = (
         "Write one endpoint's probe log as text: the same bytes as "
         "GET /exports/probe-logs/ENDPOINT_ID.txt with the same filters. Times are milliseconds "
-        "since the epoch or ISO 8601 (end exclusive); lines are in TIME_ZONE. The file is "
-        "written under a temporary name and renamed when complete."
+        "since the epoch or ISO 8601 (end exclusive); lines are in TIME_ZONE. A first line "
+        "starting with # names the endpoint and the time span, then one line per probe "
+        "(nothing matching: an empty file). The file is written under a temporary name and "
+        "renamed when complete."
     )
 
     def add_arguments(self, parser):
