@@ -19,7 +19,7 @@ from accounts.models import KEY_PREFIX_LEN, ApiKey, User
 from exports.filters import TimestampField
 
 from . import jsonsafe
-from .masking import UnstorableBody, mask_detail
+from .masking import UnstorableBody, mask_detail, mask_usage_row
 from .models import TOKEN_FIELDS, MessageRequest, Provider, RequestDetail
 from .retries import retry_count_from_chain
 
@@ -342,6 +342,7 @@ def validate_rows(payload: list, *, max_rows: int) -> list[dict]:
             errors.add(index, "row", "Enter a JSON object.")
             continue
         row = _clean(ROW_FIELDS, data, errors, index)
+        mask_usage_row(row)
         request_id = row.get("request_id")
         if request_id is not None:
             if request_id in seen:

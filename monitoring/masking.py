@@ -200,6 +200,34 @@ def is_secret_field(name) -> bool:
     return is_secret_header(name) or str(name).strip().lower() in SECRET_JSON_FIELDS
 
 
+# A URL, or anything with a query, inside free text (an upstream's error message).
+_URL_IN_TEXT_RE = re.compile(
+    r"""(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^\s"'<>]+|[^\s"'<>]*[?;][^\s"'<>]*=[^\s"'<>]*"""
+)
+
+
+def mask_urls_in_text(text: str) -> str:
+    """mask_url on every URL found in `text`; the rest of the text is kept as it is."""
+    if not text:
+        return text
+
+    def mask(match):
+        # Punctuation that ends a sentence is not part of the URL, as linkifiers read it.
+        url = match.group(0).rstrip(".,;:!?)]}")
+        return mask_url(url) + match.group(0)[len(url):]
+
+    return _URL_IN_TEXT_RE.sub(mask, text)
+
+
+def mask_usage_row(row: dict) -> None:
+    """The usage row's own fields that can carry a credential, masked in place: its error
+    message (upstream errors quote the URL they called) and its provider chain (JSON)."""
+    if row.get("error_message"):
+        row["error_message"] = mask_urls_in_text(row["error_message"])
+    if row.get("provider_chain"):
+        row["provider_chain"] = mask_secret_fields(row["provider_chain"])
+
+
 def mask_secret_fields(value):
     """Credentials that travel inside JSON (a body's api_key, a header set by a header
     modification, a URL's ?key=) are masked at any depth, whatever STORE_SESSION_MESSAGES

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.db import connection
 
-from monitoring.models import RequestDetail
+from monitoring.models import MessageRequest, RequestDetail
 
 TOKEN = "ingest-token-0123456789abcdef"
 LISTED_HEADERS = [
@@ -364,3 +364,29 @@ def test_query_secrets_in_urls_inside_meta_special_settings_and_the_body_are_red
     assert stored.special_settings["headerModifications"][0]["value"] == "https://h.example/?token=[REDACTED]"
     assert stored.body["callback"] == "https://h.example/cb?access_token=[REDACTED]"
     assert "hunter2" not in raw
+
+
+def test_secrets_in_the_usage_rows_error_message_and_provider_chain_are_masked(anon_client, alice):
+    error = "Upstream 400 from POST https://generativelanguage.example/v1beta/m:generateContent?key=hunter2secret: bad"
+    chain = [
+        {"reason": "initial_selection"},
+        {"reason": "retry_failed", "url": "https://api.example/v1?api_key=hunter2secret", "x-api-key": SECRET},
+        {"reason": "request_success", "statusCode": 200},
+    ]
+    response = anon_client.post(
+        "/api/ingest/requests",
+        json.dumps({"request_id": "mask-row", "user_id": alice.pk, "error_message": error,
+                    "provider_chain": chain}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+    )
+    assert response.status_code == 200, response.content
+    stored = MessageRequest.objects.get(request_id="mask-row")
+    assert stored.error_message == error.replace("hunter2secret", "[REDACTED]")
+    assert stored.provider_chain[1] == {
+        "reason": "retry_failed", "url": "https://api.example/v1?api_key=[REDACTED]", "x-api-key": "sk-a******tail",
+    }
+    assert stored.retry_count == 1
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT t::text FROM {MessageRequest._meta.db_table} t")
+        raw = cursor.fetchone()[0]
+    assert "hunter2" not in raw and "SECRETSECRET" not in raw
