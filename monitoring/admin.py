@@ -264,6 +264,14 @@ class MessageRequestAdmin(admin.ModelAdmin):
     inlines = [RequestDetailInline]
     actions = ["export_csv"]
 
+    # Usage rows are the proxy's record (ingested, masked, retry count derived): readable and
+    # deletable here, never typed in or edited by hand.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
     def get_queryset(self, request):
         # Staff who are not admins (given view permission by hand) see their own rows only,
         # in the list, the change pages and the export action alike.

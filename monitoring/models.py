@@ -220,9 +220,10 @@ class MessageRequest(models.Model):
     # Why the request details are gone, recorded when they go (in the statement that deletes
     # them): an export's 404 then states the fact instead of guessing it from the row's age,
     # and a retried ingest does not bring back what the retention removed.
+    # db_default: rows also arrive by COPY (seed_demo), which names its columns.
     details_removed = models.CharField(
         _("details removed"), max_length=8, choices=DetailsRemoved.choices, blank=True,
-        editable=False,
+        editable=False, default="", db_default="",
     )
     details_removed_at = models.DateTimeField(
         _("details removed at"), null=True, blank=True, editable=False

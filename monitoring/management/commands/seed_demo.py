@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
-from monitoring.masking import mask_headers, mask_url, redact_body
+from monitoring.masking import mask_detail
 from monitoring.models import (
     MessageRequest,
     ProbeErrorType,
@@ -331,22 +331,20 @@ class Command(BaseCommand):
                 "user-agent": USER_AGENTS[0],
                 "cookie": "sid=abc",
             }
-            objs.append(
-                RequestDetail(
-                    request_id=ids[request_id],
-                    method="POST",
-                    client_url=mask_url(f"https://hub.example{endpoint}?beta=true&key=secret-{request_id[:6]}"),
-                    upstream_url=mask_url(f"https://api.anthropic.example{endpoint}?api_key=xyz123456789"),
-                    headers=mask_headers(headers),
-                    body=redact_body(body),
-                    body_format=RequestDetail.BodyFormat.JSON,
-                    response_status=status,
-                    meta={"model": model, "providerId": provider, "timestamp": at.isoformat()},
-                    special_settings={
-                        "headerModifications": [{"action": "remove", "name": "x-stainless-os"}],
-                        "bodyModifications": [{"path": "metadata.user_id", "action": "set", "value": "[REDACTED]"}],
-                    },
-                    created_at=at,
-                )
-            )
+            masked = mask_detail({
+                "method": "POST",
+                "client_url": f"https://hub.example{endpoint}?beta=true&key=secret-{request_id[:6]}",
+                "upstream_url": f"https://api.anthropic.example{endpoint}?api_key=xyz123456789",
+                "headers": headers,
+                "body": body,
+                "response_status": status,
+                "meta": {"model": model, "providerId": provider, "timestamp": at.isoformat()},
+                "special_settings": {
+                    "headerModifications": [{"action": "remove", "name": "x-stainless-os"}],
+                    "bodyModifications": [
+                        {"path": "metadata.user_id", "action": "set", "value": "user-42"}
+                    ],
+                },
+            })
+            objs.append(RequestDetail(request_id=ids[request_id], created_at=at, **masked))
         RequestDetail.objects.bulk_create(objs, batch_size=2000)
