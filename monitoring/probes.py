@@ -210,7 +210,7 @@ def probe_tcp(target: Target, timeout_s: float) -> ProbeResult:
 
 
 class NoStatus(Exception):
-    """The server closed or answered without an HTTP status line."""
+    """No HTTP status line: the server closed or reset the connection, or sent something else."""
 
 
 class _ProbeConnection(http.client.HTTPConnection):
@@ -239,7 +239,9 @@ def _http_status(target: Target, method: str, deadline: Deadline) -> int:
         conn.request(method, target.path, headers={"User-Agent": "hub-prober/1", "Accept": "*/*"})
         try:
             response = conn.getresponse()
-        except (http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
+        # A close (RemoteDisconnected), a reset or a line that is not a status line: the
+        # server answered no status. A refused connect is none of these and gets no retry.
+        except (ConnectionResetError, http.client.BadStatusLine) as exc:
             raise NoStatus(str(exc) or type(exc).__name__) from exc
         # Only the status line and headers are read: the body does not matter and may be large.
         return response.status
@@ -261,7 +263,7 @@ def probe_http(target: Target, method: str, timeout_s: float) -> ProbeResult:
                 break
             except NoStatus as exc:
                 if attempt == methods[-1]:
-                    return _network_error(started, exc)
+                    return _network_error(started, exc.__cause__ or exc)
     except TimeoutError:
         return _timeout(started, timeout_s)
     except (http.client.InvalidURL, UnicodeError) as exc:

@@ -1,8 +1,9 @@
 """Real loopback servers for the prober's tests: an HTTP server whose paths answer 200, 401,
-500, drop HEAD requests without a status line, or stall past any probe timeout; a server that
-trickles its answer a byte at a time; and the port of a closed socket."""
+500, drop or reset HEAD requests without a status line, or stall past any probe timeout; a
+server that trickles its answer a byte at a time; and the port of a closed socket."""
 
 import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,13 @@ def _handler(server_state):
                 return
             if self.path.startswith("/nohead") and self.command == "HEAD":
                 self.close_connection = True  # no status line at all
+                return
+            if self.path.startswith("/resethead") and self.command == "HEAD":
+                # No status line: the connection is reset (RST), not closed cleanly.
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+                self.close_connection = True
                 return
             status = STATUS_PATHS.get(self.path.split("?")[0], 200)
             body = b'{"error": "unauthorized"}' if status == 401 else b"hello"

@@ -42,6 +42,13 @@ def test_head_without_a_status_line_falls_back_to_get(probe_server):
     assert probe_server.seen == [("HEAD", "/nohead"), ("GET", "/nohead")]
 
 
+def test_head_answered_by_a_reset_falls_back_to_get(probe_server):
+    result = probe_url(probe_server("/resethead"), method="head", timeout_ms=2000)
+    assert result.ok
+    assert result.status_code == 200
+    assert probe_server.seen == [("HEAD", "/resethead"), ("GET", "/resethead")]
+
+
 def test_get_method_sends_no_head(probe_server):
     probe_url(probe_server("/nohead"), method="get", timeout_ms=2000)
     assert probe_server.seen == [("GET", "/nohead")]
