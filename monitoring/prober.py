@@ -131,13 +131,15 @@ def record_result(
     """Write a probe log and the endpoint's last result in one transaction. A scheduled result
     also sets the endpoint's next probe time; a manual one leaves the schedule alone."""
     at = at or timezone.now()
+    # A message may quote what a server sent; PostgreSQL text cannot hold NUL.
+    message = result.error_message.replace("\x00", "\ufffd")
     fields = {
         "last_probe_at": at,
         "last_probe_ok": result.ok,
         "last_probe_status_code": result.status_code,
         "last_probe_latency_ms": result.latency_ms,
         "last_probe_error_type": result.error_type,
-        "last_probe_error_message": result.error_message,
+        "last_probe_error_message": message,
     }
     if next_probe_at is not None:
         fields["next_probe_at"] = next_probe_at
@@ -153,7 +155,7 @@ def record_result(
             status_code=result.status_code,
             latency_ms=result.latency_ms,
             error_type=result.error_type,
-            error_message=result.error_message,
+            error_message=message,
             created_at=at,
         )
 

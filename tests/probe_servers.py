@@ -1,6 +1,7 @@
 """Real loopback servers for the prober's tests: an HTTP server whose paths answer 200, 401,
-500, drop or reset HEAD requests without a status line, or stall past any probe timeout; a
-server that trickles its answer a byte at a time; and the port of a closed socket."""
+500, drop or reset HEAD requests without a status line, answer a line holding NUL bytes, or
+stall past any probe timeout; a server that trickles its answer a byte at a time; and the port
+of a closed socket."""
 
 import socket
 import struct
@@ -44,6 +45,10 @@ def _handler(server_state):
                 linger = struct.pack("ii", 1, 0)
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 self.connection.close()
+                self.close_connection = True
+                return
+            if self.path.startswith("/nul"):
+                self.wfile.write(b"\x00\x01garbage\x00\r\n\r\n")  # not a status line
                 self.close_connection = True
                 return
             status = STATUS_PATHS.get(self.path.split("?")[0], 200)

@@ -175,6 +175,29 @@ def test_the_probe_log_and_the_last_result_are_written_in_one_transaction():
 
 
 @pytest.mark.django_db
+def test_an_answer_holding_nul_bytes_is_still_written(probe_server):
+    # PostgreSQL text cannot hold NUL: the message quoting the server's line must still be
+    # stored, or the endpoint keeps its old result and is probed again at every lease.
+    endpoint = ProviderEndpointFactory(url=probe_server("/nul"))
+    assert Prober(config(method="head")).run(once=True) == 1
+    log = ProbeLog.objects.get(endpoint=endpoint)
+    assert (log.ok, log.status_code, log.error_type) == (False, None, ProbeErrorType.NETWORK_ERROR)
+    assert "garbage" in log.error_message
+    assert "\x00" not in log.error_message
+    endpoint.refresh_from_db()
+    assert endpoint.last_probe_error_message == log.error_message
+
+
+@pytest.mark.django_db
+def test_a_manual_probe_whose_message_holds_nul_is_written():
+    endpoint = ProviderEndpointFactory()
+    result = ProbeResult(ok=False, error_type=ProbeErrorType.UNKNOWN_ERROR, error_message="a\x00b")
+    log = record_result(endpoint.pk, result, source=ProbeLog.Source.MANUAL)
+    log.refresh_from_db()
+    assert log.error_message == "a\ufffdb"
+
+
+@pytest.mark.django_db
 def test_a_result_for_an_endpoint_deleted_meanwhile_is_dropped_without_writing_anything():
     endpoint = ProviderEndpointFactory()
     prober = Prober(config())
