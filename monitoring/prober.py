@@ -96,15 +96,23 @@ def db_now_plus(seconds: float):
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
 
 
-def claim_due(limit: int, config: ProbeSettings, now: datetime | None = None) -> list[tuple[int, str]]:
+def database_now() -> datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def claim_due(limit: int, config: ProbeSettings, now: datetime | None = None,
+              due_by: datetime | None = None) -> list[tuple[int, str]]:
     """Claim up to `limit` due endpoints for this prober: (id, url) pairs. `now` (for tests)
-    replaces the database's clock."""
+    replaces the database's clock; `due_by` claims only endpoints due by then (a --once pass,
+    so that an endpoint due again before the pass ends is not probed twice by it)."""
     if limit <= 0:
         return []
     with transaction.atomic():
         rows = list(
             probable_endpoints()
-            .filter(Q(next_probe_at__isnull=True) | Q(next_probe_at__lte=now or Now()))
+            .filter(Q(next_probe_at__isnull=True) | Q(next_probe_at__lte=due_by or now or Now()))
             .select_for_update(skip_locked=True, of=("self",))
             .order_by(F("next_probe_at").asc(nulls_first=True), "id")
             .values_list("id", "url")[:limit]
@@ -201,15 +209,19 @@ class Prober:
     stop_event: threading.Event = field(default_factory=threading.Event)
     rng: random.Random = field(default_factory=random.Random)
     probed: int = 0
+    pass_due_by: datetime | None = field(default=None, init=False, repr=False)
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def run(self, *, once: bool = False) -> int:
-        """Probe until stopped; with once=True, one pass over the endpoints that are due.
-        Returns how many probes were written."""
+        """Probe until stopped; with once=True, one pass over the endpoints that are due when
+        it starts. Returns how many probes were written."""
         in_flight: dict[Future, int] = {}
         last_prune = None
+        # Without a bound, a pass longer than the interval (many endpoints timing out) would
+        # keep finding endpoints due again and never end.
+        self.pass_due_by = database_now() if once else None
         with ThreadPoolExecutor(
             max_workers=self.config.concurrency, thread_name_prefix="probe"
         ) as pool:
@@ -248,7 +260,7 @@ class Prober:
 
     def _claim(self, limit: int, once: bool) -> list[tuple[int, str]]:
         try:
-            return claim_due(limit, self.config)
+            return claim_due(limit, self.config, due_by=self.pass_due_by if once else None)
         except DatabaseError:
             if once:
                 raise

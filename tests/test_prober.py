@@ -147,6 +147,24 @@ def test_an_endpoint_is_not_probed_again_before_it_is_due(probe_server):
     assert ProbeLog.objects.filter(endpoint=endpoint).count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_once_probes_each_endpoint_once_even_if_it_is_due_again_before_the_end(probe_server):
+    # Interval 0: every endpoint is due again as soon as its result is written, as happens
+    # when a pass over many endpoints takes longer than the (timeout) interval.
+    endpoints = [ProviderEndpointFactory(url=probe_server(f"/ok?n={n}")) for n in range(3)]
+    results = []
+
+    def on_result(endpoint_id, entry):
+        results.append(endpoint_id)
+        if len(results) >= 10:
+            prober.stop()  # the pass would never end otherwise
+
+    prober = Prober(config(interval_s=0, timeout_interval_s=0, jitter=0, concurrency=1),
+                    on_result=on_result)
+    assert prober.run(once=True) == 3
+    assert sorted(results) == sorted(e.pk for e in endpoints)
+
+
 @pytest.mark.django_db
 def test_a_claim_holds_for_its_lease_and_then_expires():
     endpoint = ProviderEndpointFactory()
