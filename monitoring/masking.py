@@ -60,7 +60,9 @@ _AUTHORITY_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]{2})([^/\\?#]*)
 # A string that is a URL or a path (`https://...`, `/v1/...?key=`), not prose.
 _URL_LIKE_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]")
 # What URL parsers drop: C0 controls and spaces at either end, and tab, CR, LF anywhere.
-_URL_EDGES_RE = re.compile(r"^[\x00-\x20\s]+|[\x00-\x20\s]+$")
+# The trailing run is only tried where a run starts (the lookbehind): tried from every
+# position, a long run of spaces inside a string was rescanned once per space.
+_URL_EDGES_RE = re.compile(r"^[\x00-\x20\s]+|(?<![\x00-\x20\s])[\x00-\x20\s]+$")
 _URL_IGNORED = str.maketrans("", "", "\t\r\n")
 
 
@@ -200,9 +202,13 @@ def is_secret_field(name) -> bool:
     return is_secret_header(name) or str(name).strip().lower() in SECRET_JSON_FIELDS
 
 
-# A URL, or anything with a query, inside free text (an upstream's error message).
+# A URL, or anything with a query, inside free text (an upstream's error message). Linear:
+# a scheme is only tried where a run of scheme characters starts, and a query-like word only
+# where a word starts, each then read once (the first ? or ;, then the first = after it); tried
+# from every position, one long unbroken word was rescanned once per character.
 _URL_IN_TEXT_RE = re.compile(
-    r"""(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^\s"'<>]+|[^\s"'<>]*[?;][^\s"'<>]*=[^\s"'<>]*"""
+    r"""(?:(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*+:)?//[^\s"'<>]+"""
+    r"""|(?<![^\s"'<>])[^\s"'<>?;]*+[?;][^\s"'<>=]*+=[^\s"'<>]*+"""
 )
 
 

@@ -390,3 +390,32 @@ def test_secrets_in_the_usage_rows_error_message_and_provider_chain_are_masked(a
         cursor.execute(f"SELECT t::text FROM {MessageRequest._meta.db_table} t")
         raw = cursor.fetchone()[0]
     assert "hunter2" not in raw and "SECRETSECRET" not in raw
+
+
+def test_long_runs_of_spaces_and_long_unbroken_text_are_masked_in_one_pass(store, settings):
+    """Masking reads a string in one pass: the trimming of URL-like strings and the URL search
+    in error messages once rescanned the rest of the string from every position of a
+    whitespace run or an unbroken token, so one 300,000-character prompt or upstream error
+    (content that the proxy's users, not its operator, write) held an ingest for minutes."""
+    settings.STORE_SESSION_MESSAGES = True
+    padding = " " * 300_000
+    stored, _ = store(
+        body={"model": "m", "messages": [{"role": "user", "content": "a" + padding + "b"}],
+              "callback": "/cb?token=hunter2secret" + padding},
+        headers={"referer": "x" + padding + "y"},
+    )
+    assert stored.body["messages"][0]["content"] == "a" + padding + "b"
+    assert stored.body["callback"] == "/cb?token=[REDACTED]"
+    assert stored.headers["referer"] == "x" + padding + "y"
+
+
+def test_a_long_unbroken_error_message_is_masked_in_one_pass(anon_client, alice):
+    error = "A" * 300_000 + " then https://api.example/v1?key=hunter2secret; " + "B;" * 100_000
+    response = anon_client.post(
+        "/api/ingest/requests",
+        json.dumps({"request_id": "long-error", "user_id": alice.pk, "error_message": error}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+    )
+    assert response.status_code == 200, response.content
+    stored = MessageRequest.objects.get(request_id="long-error").error_message
+    assert stored == error.replace("hunter2secret", "[REDACTED]")
