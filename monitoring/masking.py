@@ -244,7 +244,15 @@ def mask_secret_fields(value):
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [mask_secret_fields(item) for item in value]
+        masked = [mask_secret_fields(item) for item in value]
+        # Headers as lists: [name, value] pairs and Node's flat rawHeaders [name, value, ...].
+        # The item after a secret name is its value (a list that only happens to hold such a
+        # name, a schema's "required", loses its next item: masking errs on hiding).
+        for index in range(1, len(value)):
+            previous = value[index - 1]
+            if isinstance(previous, str) and is_secret_field(previous):
+                masked[index] = _mask_secret_leaves(value[index])
+        return masked
     return mask_url_like(value)
 
 
@@ -285,16 +293,22 @@ def _redact_modification(mod, store_messages: bool):
     return mod
 
 
+# The fields of a header modification that say what it does; any other field of one that
+# touches a secret header may hold the value (value, values, before, after, to, from, ...).
+_MODIFICATION_NAME_KEYS = ("name", "header", "key")
+_MODIFICATION_KEPT_KEYS = frozenset({*_MODIFICATION_NAME_KEYS, "action", "op", "operation", "type"})
+
+
 def _mask_header_modification(mod):
     """{"action": "set", "name" | "header" | "key": <header>, "value": ...}: the header's
     name is under any of those three keys, as proxies spell it."""
     if not isinstance(mod, dict):
         return mod
-    name = next((mod[k] for k in ("name", "header", "key") if isinstance(mod.get(k), str)), "")
+    name = next((mod[k] for k in _MODIFICATION_NAME_KEYS if isinstance(mod.get(k), str)), "")
     if not is_secret_header(name):
         return mod
-    return {k: (mask_secret_value(v) if k in {"value", "before", "after", "old", "new"}
-                and v is not None else v) for k, v in mod.items()}
+    return {k: (v if k in _MODIFICATION_KEPT_KEYS else _mask_secret_leaves(v))
+            for k, v in mod.items()}
 
 
 def mask_special_settings(special: dict, *, store_messages: bool | None = None) -> dict:

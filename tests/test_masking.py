@@ -419,3 +419,32 @@ def test_a_long_unbroken_error_message_is_masked_in_one_pass(anon_client, alice)
     assert response.status_code == 200, response.content
     stored = MessageRequest.objects.get(request_id="long-error").error_message
     assert stored == error.replace("hunter2secret", "[REDACTED]")
+
+
+def test_headers_sent_as_name_value_pairs_are_masked_wherever_they_are(store, settings):
+    """Headers also travel as lists: [name, value] pairs (fetch's Headers entries, Python's
+    header tuples) and Node's flat rawHeaders [name, value, name, value]."""
+    settings.STORE_SESSION_MESSAGES = True
+    pairs = [["Authorization", f"Bearer {SECRET}"], ["content-type", "application/json"]]
+    stored, raw = store(
+        meta={"headers": pairs, "rawHeaders": ["X-Api-Key", SECRET, "Accept", "*/*"]},
+        body={"model": "m", "request": {"headers": pairs}},
+        special_settings={"headerModifications": [["set", "cookie", SECRET], ["x-trace", "1"]]},
+    )
+    assert "SECRETSECRET" not in raw
+    masked_pairs = [["Authorization", "Bearer sk-a******tail"], ["content-type", "application/json"]]
+    assert stored.meta == {"headers": masked_pairs, "rawHeaders": ["X-Api-Key", "sk-a******tail", "Accept", "*/*"]}
+    assert stored.body["request"] == {"headers": masked_pairs}
+    assert stored.special_settings["headerModifications"] == [["set", "cookie", "sk-a******tail"], ["x-trace", "1"]]
+
+
+@pytest.mark.parametrize("field", ["values", "to", "from", "replacement", "set"])
+def test_a_secret_headers_modification_masks_whatever_field_holds_its_value(store, field):
+    special = {"headerModifications": [
+        {"action": "replace", "name": "x-api-key", field: [SECRET] if field == "values" else SECRET},
+    ]}
+    stored, raw = store(special_settings=special)
+    assert "SECRETSECRET" not in raw
+    mod = stored.special_settings["headerModifications"][0]
+    assert mod["action"] == "replace" and mod["name"] == "x-api-key"
+    assert mod[field] == (["sk-a******tail"] if field == "values" else "sk-a******tail")
