@@ -55,8 +55,9 @@ STRUCTURAL_KEYS = frozenset(
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(.*)$", re.S)
 # The authority of `scheme://` or scheme-relative `//` URLs; its user info ends at its LAST @.
-# Like browsers (the WHATWG URL parser), `\` counts as `/`.
-_AUTHORITY_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]{2})([^/\\?#]*)")
+# Like browsers (the WHATWG URL parser), `\` counts as `/`, and a third slash or more is
+# skipped (`https:///user:pw@host` is user:pw at host).
+_AUTHORITY_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]{2,})([^/\\?#]*)")
 # A string that is a URL or a path (`https://...`, `/v1/...?key=`), not prose.
 _URL_LIKE_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?[/\\]")
 # What URL parsers drop: C0 controls and spaces at either end, and tab, CR, LF anywhere.
@@ -133,8 +134,9 @@ def mask_headers(headers: dict) -> dict:
 
 
 def _is_secret_param(raw_name: str) -> bool:
+    """The listed names, and names of secret headers (apikey, x-api-key, x-amz-security-token)."""
     name = unquote_plus(raw_name).strip().lower().replace("-", "_")
-    return name in SECRET_QUERY_PARAMS
+    return name in SECRET_QUERY_PARAMS or is_secret_header(name)
 
 
 def mask_query(query: str) -> str:
@@ -153,8 +155,9 @@ def mask_query(query: str) -> str:
 
 def _hides_secret_param(value: str) -> bool:
     """A value that decodes to a query of its own with a secret in it (`next=%2Fcb%3Ftoken%3D..`,
-    `x=1%26key=..`): redacted whole, since a server or a later redirect reads it as a query."""
-    if "%" not in value:
+    `x=1%26key=..`, `next=/cb?token=..`): redacted whole, since a server or a later redirect
+    reads it as a query."""
+    if "%" not in value and "?" not in value:
         return False
     decoded = unquote_plus(value)
     return any(
@@ -194,7 +197,10 @@ def mask_url(url: str) -> str:
     path, question, query = base.partition("?")
     masked = _mask_path_params(path) + question + mask_query(query)
     if hash_sign:
-        masked += hash_sign + (mask_query(fragment) if "=" in fragment else fragment)
+        # `#access_token=..` (OAuth) or a hash router's `#/callback?access_token=..`.
+        masked += hash_sign + "?".join(
+            mask_query(part) if "=" in part else part for part in fragment.split("?")
+        )
     return sent if masked == _URL_EDGES_RE.sub("", sent).translate(_URL_IGNORED) else masked
 
 

@@ -448,3 +448,28 @@ def test_a_secret_headers_modification_masks_whatever_field_holds_its_value(stor
     mod = stored.special_settings["headerModifications"][0]
     assert mod["action"] == "replace" and mod["name"] == "x-api-key"
     assert mod[field] == (["sk-a******tail"] if field == "values" else "sk-a******tail")
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        # Query parameters named like a secret header (apikey, x-api-key, *-token).
+        ("https://h.example/v1?apikey=hunter2secret&x=1", "https://h.example/v1?apikey=[REDACTED]&x=1"),
+        ("https://h.example/v1?x-api-key=hunter2secret", "https://h.example/v1?x-api-key=[REDACTED]"),
+        ("https://b.example/o?X-Amz-Security-Token=hunter2secret&X-Amz-Date=1",
+         "https://b.example/o?X-Amz-Security-Token=[REDACTED]&X-Amz-Date=1"),
+        # A query inside a parameter's value, unencoded.
+        ("https://h.example/login?next=/cb?token=hunter2secret&x=1", "https://h.example/login?next=[REDACTED]&x=1"),
+        ("https://h.example/login?next=/cb?page=2", "https://h.example/login?next=/cb?page=2"),
+        # A query in the fragment, after a hash router's path.
+        ("https://app.example/#/callback?access_token=hunter2secret&state=s",
+         "https://app.example/#/callback?access_token=[REDACTED]&state=s"),
+        # Browsers skip any number of slashes after a web scheme: the user info is still one.
+        ("https:///user:hunter2secret@host/v1", "https:///user:[REDACTED]@host/v1"),
+        ("https:\\\\\\user:hunter2secret@host/v1", "https:\\\\\\user:[REDACTED]@host/v1"),
+    ],
+)
+def test_secret_parameters_named_like_headers_fragment_queries_and_extra_slashes_are_masked(store, url, expected):
+    stored, raw = store(client_url=url)
+    assert stored.client_url == expected
+    assert "hunter2" not in raw
