@@ -7,7 +7,6 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import render
-from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from accounts.models import ApiKey, User
@@ -27,6 +26,7 @@ from .sessions import (
     pretty_json,
     session_page,
     session_requests,
+    session_url,
     with_default_window,
 )
 
@@ -54,9 +54,9 @@ def export_url(row) -> str:
     """The export of exactly this row: the sequence in the path as the spec has it, and the
     request id in case a session holds that sequence twice."""
     if row.request_sequence:
-        path = reverse("exports:session-request-json", args=[row.session_id, row.request_sequence])
+        path = session_url("exports:session-request-json", row.session_id, row.request_sequence)
     else:
-        path = reverse("exports:session-request-json-unsequenced", args=[row.session_id])
+        path = session_url("exports:session-request-json-unsequenced", row.session_id)
     return f"{path}?{urlencode({'request_id': row.request_id})}"
 
 

@@ -11,12 +11,15 @@ bounded on a table of millions of rows; "All time" is one click away.
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 from django import forms
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import RFC3986_SUBDELIMS
 from django.utils.translation import gettext_lazy
 
 from accounts.models import ApiKey, User
@@ -32,6 +35,21 @@ REQUESTS_PER_PAGE = 100
 class SessionFilterForm(TimeWindowForm):
     user_id = forms.IntegerField(label=gettext_lazy("User"), required=False, min_value=1)
     key_id = forms.IntegerField(label=gettext_lazy("Key"), required=False, min_value=1)
+
+
+def session_url(viewname: str, session_id: str, *args) -> str:
+    """reverse() of a URL that holds a session id in its path (the session page, the export).
+
+    Browsers resolve `.` and `..` path segments in a link (`/sessions/team/../x/` is requested
+    as `/sessions/x/`, another session), and so do `%2e` forms; an encoded slash is left alone
+    and decoded by the server before routing. So the slashes of an id with such a segment are
+    sent as %2F; other ids keep theirs, readable."""
+    url = reverse(viewname, args=[session_id, *args])
+    if not {".", ".."} & set(session_id.split("/")):
+        return url
+    quoted = quote(session_id, safe=RFC3986_SUBDELIMS + "/~:@")  # as reverse() quotes it
+    head, _, tail = url.partition(quoted)
+    return head + quoted.replace("/", "%2F") + tail
 
 
 def with_default_window(filters: dict, now: datetime | None = None) -> tuple[dict, bool]:

@@ -1,7 +1,10 @@
+import json
 import re
 from datetime import timedelta
 from decimal import Decimal
+from html import unescape
 from io import StringIO
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from django.core.management import call_command
@@ -159,6 +162,35 @@ def test_a_session_id_with_a_slash_has_its_page(admin_client, alice, now):
     list_html = admin_client.get(LIST).content.decode()
     assert 'href="/dashboard/sessions/team/a%20b/"' in list_html
     assert admin_client.get("/dashboard/sessions/team/a%20b/").status_code == 200
+
+
+def follow(href: str, base: str) -> str:
+    """The path a browser requests for a link: dot segments resolved (/a/../b/ is /b/)."""
+    return urlsplit(urljoin(f"http://testserver{base}", unescape(href))).path
+
+
+# An id that is "." or ".." and nothing else has no URL a browser keeps (%2e%2e is ".." too);
+# manage.py export_session_request still exports its requests.
+@pytest.mark.parametrize("session_id", ["team/../x", "a/./b", "./s", "s/..", "../.."])
+def test_links_to_a_session_id_with_dot_segments_reach_that_session(admin_client, alice, now, session_id):
+    row = MessageRequestFactory(user=alice, session_id=session_id, request_sequence=1, created_at=now)
+    RequestDetailFactory(request=row)
+    MessageRequestFactory(user=alice, session_id="x", request_sequence=1, created_at=now)
+    MessageRequestFactory(user=alice, session_id="b", request_sequence=1, created_at=now)
+
+    for page in (LIST, "/dashboard/logs/"):
+        html = admin_client.get(page).content.decode()
+        hrefs = re.findall(r'<a href="([^"]*)">' + re.escape(session_id) + "</a>", html)
+        assert hrefs, page
+        path = follow(hrefs[0], page)
+        response = admin_client.get(path)
+        assert response.status_code == 200 and response.context["session_id"] == session_id
+
+    selected = admin_client.get(path, {"request": row.request_id}).context["selected"]
+    export = admin_client.get(follow(selected["export_url"], path))
+    assert export.status_code == 200
+    assert json.loads(b"".join(export.streaming_content) if export.streaming else export.content)[
+        "sessionId"] == session_id
 
 
 def test_key_names_of_the_list_are_shown_not_secrets(admin_client, alice, now):
