@@ -4,14 +4,18 @@ from exports.access import json_error
 
 
 class RejectNulMiddleware:
-    """PostgreSQL text cannot hold NUL, so a parameter holding one can never match or be stored:
-    answer 400 naming the parameter, before any view (the admin's filters and search included)
-    passes it to a query and fails with a 500. JSON bodies are the ingest API's to validate."""
+    """PostgreSQL text cannot hold NUL, so a parameter (or a path) holding one can never match or
+    be stored: answer 400 naming the parameter, before any view (the admin's filters and search
+    included) passes it to a query and fails with a 500. JSON bodies are the ingest API's to
+    validate."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        if "\x00" in request.path_info:
+            # Ids in paths too (a session id, %00 decoded): none can hold NUL.
+            return self.reject(request, "path", "The path holds a NUL character.")
         params = [request.GET]
         # Not multipart: reading it here would parse uploads before a view (the restore) has
         # chosen its upload handlers.
@@ -23,8 +27,8 @@ class RejectNulMiddleware:
                     return self.reject(request, name.replace("\x00", ""))
         return self.get_response(request)
 
-    def reject(self, request, name: str):
-        message = f"The parameter {name!r} holds a NUL character."
+    def reject(self, request, name: str, message: str = ""):
+        message = message or f"The parameter {name!r} holds a NUL character."
         if request.path.startswith(("/exports/", "/api/")):
             # The shape of every other 400 of the export and ingest endpoints.
             return json_error(400, message, fields={name: [{"message": message, "code": "nul"}]})

@@ -198,3 +198,12 @@ def test_key_names_of_the_list_are_shown_not_secrets(admin_client, alice, now):
     MessageRequestFactory(user=alice, key=key, session_id="s-k", created_at=now)
     html = admin_client.get(LIST).content.decode()
     assert "second key" in html and key.prefix not in html
+
+
+def test_a_session_id_with_nul_is_a_400_not_a_500(admin_client, db):
+    # No session id holds NUL (PostgreSQL text cannot): the path is refused before any query.
+    response = admin_client.get("/dashboard/sessions/a%00b/")
+    assert response.status_code == 400
+    assert b"holds a NUL character" in response.content
+    export = admin_client.get("/exports/sessions/a%00b/requests/1.json")
+    assert export.status_code == 400 and "NUL" in export.json()["error"]
