@@ -29,12 +29,13 @@ def can_export(user, kind: str) -> bool:
     return kind in OPEN_TO_USERS or is_admin(user)
 
 
-def scope_usage(user, queryset):
+def scope_usage(user, queryset, *, owner: str = "user_id"):
     """Rows `user` may export: all for admins (and for commands run by the operator, user
-    None), their own for anyone else."""
+    None), their own for anyone else. `owner` names the user column (request__user_id for
+    request details)."""
     if user is None or is_admin(user):
         return queryset
-    return queryset.filter(user_id=user.pk)
+    return queryset.filter(**{owner: user.pk})
 
 
 def json_error(status: int, message: str, **extra) -> HttpResponse:

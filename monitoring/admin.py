@@ -306,6 +306,11 @@ class RequestDetailAdmin(admin.ModelAdmin):
     search_help_text = _("Exact session ID or request ID.")
     actions = ["export_json"]
 
+    def get_queryset(self, request):
+        # As for the usage rows: staff who are not admins (given view permission by hand) see
+        # the details of their own requests only.
+        return scope_usage(request.user, super().get_queryset(request), owner="request__user_id")
+
     @admin.action(description=_("Export the selected request as JSON"), permissions=["export"])
     def export_json(self, request, queryset):
         details = list(queryset.select_related("request__provider")[:2])

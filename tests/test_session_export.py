@@ -293,6 +293,24 @@ def test_the_admin_action_is_hidden_from_staff_who_are_not_admins(client, stored
     assert not ExportAudit.objects.filter(outcome="ok").exists()
 
 
+def test_staff_who_are_not_admins_see_only_the_request_details_of_their_own_rows(client, stored):
+    """As in the usage-log changelist: a view permission given by hand does not open other
+    users' requests (their headers and bodies are what the admin-only export holds)."""
+    from django.contrib.auth.models import Permission
+
+    from .factories import UserFactory
+
+    staff = UserFactory(username="staff", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_requestdetail"))
+    own = RequestDetailFactory(request=MessageRequestFactory(user=staff, session_id="s-own"))
+    client.force_login(staff)
+    listed = client.get(CHANGELIST).content.decode()
+    assert own.request.request_id in listed
+    assert stored.request_id not in listed
+    assert client.get(f"{CHANGELIST}{own.pk}/change/").status_code == 200
+    assert client.get(f"{CHANGELIST}{stored.pk}/change/").status_code == 302  # "does not exist"
+
+
 # --- manage.py export_session_request ---------------------------------------------------------
 
 
