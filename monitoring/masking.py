@@ -98,8 +98,30 @@ def mask_secret_value(value) -> str:
 def is_secret_header(name) -> bool:
     """The one test of a header (or JSON field) name: any case, surrounding spaces ignored,
     `_` read as `-` (x_api_key, api_key: CGI-style names and some proxies' spelling)."""
-    key = str(name).strip().lower().replace("_", "-")
+    key = str(name).strip().rstrip(":").rstrip().lower().replace("_", "-")
     return key in SECRET_HEADERS or key.endswith(SECRET_HEADER_SUFFIXES)
+
+
+# `Name:` at the start of a word: a header written as a line. Possessive, and tried only where
+# a word starts, so one pass over the text.
+_HEADER_LINE_NAME_RE = re.compile(r"(?<!\S)([!#$%&'*+.^_`|~0-9A-Za-z-]++)([ \t]*+:[ \t]*+)")
+_LINE_END_RE = re.compile(r"[\r\n]")
+
+
+def mask_header_lines(text: str) -> str:
+    """`Authorization: Bearer ...` inside a string (curl's -H list, a raw request head, an
+    error quoting a request): the rest of the line after a secret header's name is masked."""
+    if not isinstance(text, str) or ":" not in text:
+        return text
+    parts, done = [], 0
+    for match in _HEADER_LINE_NAME_RE.finditer(text):
+        if match.start() < done or not is_secret_header(match.group(1)):
+            continue
+        line_end = _LINE_END_RE.search(text, match.end())
+        end = line_end.start() if line_end else len(text)
+        parts += [text[done:match.end()], mask_secret_value(text[match.end():end])]
+        done = end
+    return "".join(parts) + text[done:] if parts else text
 
 
 def _mask_secret_leaves(value):
@@ -235,7 +257,7 @@ def mask_usage_row(row: dict) -> None:
     """The usage row's own fields that can carry a credential, masked in place: its error
     message (upstream errors quote the URL they called) and its provider chain (JSON)."""
     if row.get("error_message"):
-        row["error_message"] = mask_urls_in_text(row["error_message"])
+        row["error_message"] = mask_header_lines(mask_urls_in_text(row["error_message"]))
     if row.get("provider_chain"):
         row["provider_chain"] = mask_secret_fields(row["provider_chain"])
 
@@ -249,6 +271,8 @@ def mask_secret_fields(value):
             k: _mask_secret_leaves(v) if is_secret_field(k) else mask_secret_fields(v)
             for k, v in value.items()
         }
+    if isinstance(value, str):
+        return mask_header_lines(mask_url_like(value))
     if isinstance(value, list):
         masked = [mask_secret_fields(item) for item in value]
         # Headers as lists: [name, value] pairs and Node's flat rawHeaders [name, value, ...].

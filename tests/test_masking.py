@@ -473,3 +473,23 @@ def test_secret_parameters_named_like_headers_fragment_queries_and_extra_slashes
     stored, raw = store(client_url=url)
     assert stored.client_url == expected
     assert "hunter2" not in raw
+
+
+def test_headers_written_as_lines_are_masked(store, anon_client, alice, settings):
+    """`Name: value` strings (curl's -H list, a raw request head, an upstream error quoting
+    the request) hide a credential as well as a header object does."""
+    settings.STORE_SESSION_MESSAGES = True
+    lines = [f"Authorization: Bearer {SECRET}", "Content-Type: application/json"]
+    head = f"POST /v1/messages HTTP/1.1\r\nHost: api.example\r\nx-api-key:{SECRET}\r\nCookie:  a={SECRET}\r\n"
+    stored, raw = store(
+        meta={"curl_headers": lines, "raw_head": head},
+        special_settings={"headerModifications": [f"set Proxy-Authorization: Basic {SECRET}"]},
+        headers={"Authorization:": f"Bearer {SECRET}"},
+    )
+    assert "SECRETSECRET" not in raw
+    assert stored.meta["curl_headers"] == ["Authorization: Bearer sk-a******tail", "Content-Type: application/json"]
+    assert stored.meta["raw_head"] == (
+        "POST /v1/messages HTTP/1.1\r\nHost: api.example\r\nx-api-key:sk-a******tail\r\nCookie:  a=sk******tail\r\n"
+    )
+    assert stored.special_settings["headerModifications"] == ["set Proxy-Authorization: Basic [REDACTED]"]
+    assert stored.headers == {"Authorization:": "Bearer sk-a******tail"}
