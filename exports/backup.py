@@ -77,30 +77,36 @@ def _libpq_keywords() -> frozenset[str]:
 def connection_params(*, dbname: str | None = None) -> dict[str, str]:
     """libpq keywords for settings.DATABASES['default'], without the password.
 
-    Handles what django-environ leaves as is: a percent-encoded socket directory as host.
+    Handles what django-environ leaves as is: a percent-encoded socket directory as host, and
+    host, port, user and password given in a libpq URL's query (`postgresql:///hub?host=/run/pg`),
+    which it leaves in OPTIONS; like Django, a top-level setting wins over its OPTIONS key.
     OPTIONS keys that libpq does not know (psycopg's own, like `pool`) are left out.
     """
     db = settings.DATABASES["default"]
+    options = db.get("OPTIONS") or {}
     params: dict[str, str] = {}
-    host = str(db.get("HOST") or "")
+    host = str(db.get("HOST") or options.get("host") or "")
     if "%" in host:
         host = unquote(host)
     if host:
         params["host"] = host
-    if db.get("PORT"):
-        params["port"] = str(db["PORT"])
-    if db.get("USER"):
-        params["user"] = str(db["USER"])
+    for key in ("port", "user"):
+        value = db.get(key.upper()) or options.get(key)
+        if value:
+            params[key] = str(value)
     params["dbname"] = dbname or str(db["NAME"])
     known = _libpq_keywords() - {"password", "passfile", "user", "dbname", "host", "port"}
-    for key, value in (db.get("OPTIONS") or {}).items():
+    for key, value in options.items():
         if key in known and value is not None:
             params[key] = str(value)
+    if options.get("passfile") and not database_password():
+        params["passfile"] = str(options["passfile"])  # a path, not a secret; ours wins otherwise
     return params
 
 
 def database_password() -> str:
-    return str(settings.DATABASES["default"].get("PASSWORD") or "")
+    db = settings.DATABASES["default"]
+    return str(db.get("PASSWORD") or (db.get("OPTIONS") or {}).get("password") or "")
 
 
 def conninfo(params: dict[str, str]) -> str:

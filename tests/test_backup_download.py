@@ -4,7 +4,9 @@ happens to pg_dump and the lock when the client goes away."""
 import json
 import os
 import subprocess
+from urllib.parse import quote, urlencode
 
+import environ
 import pytest
 from django.utils import translation
 from django.db import connection
@@ -16,6 +18,7 @@ from exports.backup import (
     ToolUnavailable,
     check_versions,
     connection_params,
+    database_password,
     dump_args,
     usage_log_tables,
 )
@@ -188,6 +191,25 @@ def test_connection_params_handle_socket_hosts_encoded_credentials_and_options(s
     }
     args = dump_args("pg_dump", params=params, exclude_logs=False, compression=1)
     assert not any("p:w@d/x" in a for a in args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_libpq_url_with_host_port_user_and_password_in_its_query_backs_up(admin_client, settings):
+    # postgresql:///db?host=...&port=...&user=...&password=... is a libpq URL too; django-environ
+    # leaves those keys in OPTIONS, and Django connects with them.
+    db = settings.DATABASES["default"]
+    query = urlencode({"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "password": db["PASSWORD"]})
+    parsed = environ.Env.db_url_config(f"postgresql:///{quote(db['NAME'])}?{query}")
+    assert (parsed["HOST"], parsed["USER"], parsed["PASSWORD"]) == ("", "", "")
+    settings.DATABASES = {"default": {**db, **{k: parsed[k] for k in ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")}}}
+    params = connection_params()
+    assert (params["host"], params["port"], params["user"]) == (db["HOST"], str(db["PORT"]), db["USER"])
+    assert "password" not in params and database_password() == db["PASSWORD"]
+    response = admin_client.get(URL)
+    assert response.status_code == 200, response.content
+    assert b"".join(response.streaming_content).startswith(b"PGDMP")
+    response.close()
+    assert not locks.lock_status().held
 
 
 @pytest.mark.django_db(transaction=True)
