@@ -109,6 +109,29 @@ def test_unreachable_database_gives_503_without_the_password(admin_client, setti
     assert not locks.lock_status().held
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_database_down_gives_a_503_json_not_an_error_page(admin_client, anon_client):
+    # The whole database gone, the ORM's connection included: the session (who asks) and the
+    # audit record cannot be read or written either.
+    db = connection.settings_dict
+    port = db["PORT"]
+    connection.close()
+    db["PORT"] = free_port()
+    try:
+        responses = [admin_client.get(URL), anon_client.get(URL), admin_client.post("/exports/database-restore")]
+    finally:
+        connection.close()
+        db["PORT"] = port
+    for response in responses:
+        assert response.status_code == 503
+        assert response["Content-Type"].startswith("application/json")
+        assert body(response)["error"].startswith("Database unreachable")
+        if db["PASSWORD"]:
+            assert db["PASSWORD"] not in response.content.decode()
+    assert not locks.lock_status().held
+    assert not pg_dump_processes(os.getpid())
+
+
 def test_pg_dump_older_than_the_server_is_refused():
     with pytest.raises(ToolUnavailable) as info:
         check_versions(tool="/usr/lib/postgresql/14/bin/pg_dump", tool_major=14, server_major=15)
