@@ -20,7 +20,7 @@ from exports.models import ExportAudit
 from exports.restore import UPLOAD_PREFIX, InvalidOptions, restore_archive, sweep_stale_files
 from monitoring.models import MessageRequest, Provider
 
-from .backup_support import connect, scratch_database, table_fingerprints
+from .backup_support import add_bulky_usage_rows, connect, pg_dump_processes, scratch_database, table_fingerprints
 from .factories import (
     MessageRequestFactory,
     ProbeLogFactory,
@@ -156,6 +156,35 @@ def test_backup_command_with_the_lock_held_fails_and_is_audited(db, tmp_path):
         holder.release()
     assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "failed"
     assert list(tmp_path.iterdir()) == []
+
+
+class _KillPgDumpOnFirstWrite:
+    """Standard output whose first write kills the running pg_dump (the rest of the dump is
+    still in its pipe then)."""
+
+    def __init__(self):
+        self.buffer = self
+        self.written = 0
+
+    def write(self, data):
+        if not self.written:
+            [(pid, _state)] = pg_dump_processes(os.getpid())
+            os.kill(pid, 9)
+        self.written += len(data)
+
+    def flush(self):
+        pass
+
+
+def test_backup_command_reports_pg_dump_dying_mid_stream_as_a_command_error(db, settings):
+    settings.BACKUP_COMPRESSION_LEVEL = 0
+    add_bulky_usage_rows()
+    out = _KillPgDumpOnFirstWrite()
+    with pytest.raises(CommandError, match="pg_dump failed mid-stream"):
+        call_command("backup_database", "--output", "-", stdout=out, stderr=io.StringIO())
+    assert out.written > 0
+    assert not locks.lock_status().held and not pg_dump_processes(os.getpid())
+    assert ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP).outcome == "failed"
 
 
 def test_restore_command_brings_back_the_backup_and_audits_it(seeded, tmp_path):

@@ -65,6 +65,8 @@ class Command(BaseCommand):
                 stdout=self.stdout,
                 stderr=self.stderr,
             )
+        except BackupError as exc:  # pg_dump failed mid-stream; the partial file is gone
+            raise CommandError(str(exc)) from exc
         finally:
             stream.close()  # a no-op after a complete dump; stops pg_dump and frees the lock otherwise
         if output == "-":
