@@ -4,6 +4,7 @@ happens to pg_dump and the lock when the client goes away."""
 import json
 import os
 import subprocess
+from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
 import environ
@@ -16,6 +17,7 @@ from exports.audit import Kind
 from exports.backup import (
     BackupError,
     ToolUnavailable,
+    backup_filename,
     check_versions,
     connection_params,
     database_password,
@@ -180,6 +182,12 @@ def test_download_headers_and_a_complete_custom_archive(admin_client, tmp_path):
     assert not locks.lock_status().held
     audit = ExportAudit.objects.get(kind=Kind.DATABASE_BACKUP)
     assert (audit.outcome, audit.bytes, audit.filters) == ("ok", len(data), {"mode": "full"})
+
+
+def test_backup_filename_is_in_the_servers_local_time(settings):
+    settings.TIME_ZONE = "Asia/Shanghai"
+    moment = datetime(2026, 1, 29, 6, 30, 25, tzinfo=timezone.utc)
+    assert backup_filename(moment) == "backup_2026-01-29T14-30-25.dump"
 
 
 def test_exclude_logs_drops_the_rows_of_the_usage_log_and_what_points_at_it():
