@@ -5,8 +5,10 @@ million rows stream at COPY speed; header cells are formatted here. Both apply t
 and tests/test_csv_cells.py checks that the two agree character for character.
 
 The rule: a text cell whose first character is tab, CR, LF or NUL, or whose first character
-after NFKC normalisation and stripping leading white space is one of = + - @, is written as '
-followed by the original text. Numbers and times are written bare.
+after stripping leading white space is one of = + - @, as written or after NFKC normalisation,
+is written as ' followed by the original text. Numbers and times are written bare. Both forms
+are checked: NFKC turns a full-width = (U+FF1D) into =, but it also composes = and a combining
+U+0338 into U+2260, which would hide the = that a spreadsheet sees.
 """
 
 import unicodedata
@@ -23,8 +25,10 @@ def needs_formula_escape(text: str) -> bool:
         return False
     if text[0] in CONTROL_LEADERS:
         return True
-    stripped = unicodedata.normalize("NFKC", text).lstrip(WHITESPACE)
-    return stripped[:1] in tuple(FORMULA_LEADERS)
+    return any(
+        form.lstrip(WHITESPACE)[:1] in tuple(FORMULA_LEADERS)
+        for form in (text, unicodedata.normalize("NFKC", text))
+    )
 
 
 def escape_formula(text: str) -> str:
@@ -59,7 +63,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WHEN ascii(t) BETWEEN 97 AND 122 OR ascii(t) BETWEEN 65 AND 90
       OR ascii(t) BETWEEN 47 AND 57 OR ascii(t) = 95 THEN t
     WHEN t ~ '^[\u0009\u000a\u000d]' THEN '''' || t
-    WHEN normalize(t, NFKC) ~ '^[{_regex_class(WHITESPACE)}]*[=+@-]' THEN '''' || t
+    WHEN t ~ '^[{_regex_class(WHITESPACE)}]*[=+@-]'
+      OR normalize(t, NFKC) ~ '^[{_regex_class(WHITESPACE)}]*[=+@-]' THEN '''' || t
     ELSE t
   END
 $$;

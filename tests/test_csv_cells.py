@@ -20,6 +20,8 @@ ESCAPED = [
     ("\uff0b1", "'\uff0b1"),  # full-width +
     ("\uff201", "'\uff201"),  # full-width @
     ("\u3000-1", "'\u3000-1"),  # ideographic space
+    ("=\u0338A1", "'=\u0338A1"),  # = then a combining slash: NFKC composes them into \u2260
+    (" =\u0338", "' =\u0338"),
     ("\ttext", "'\ttext"),
     ("\rtext", "'\rtext"),
     ("\ntext", "'\ntext"),
