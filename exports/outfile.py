@@ -94,9 +94,10 @@ def write_export(source, *, output: str, kind: str, channel: str, user, filters:
             tmp_path = None
         stream.complete()
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            stream.fail(exc)  # a no-op when the source itself failed and said so
-        stream.close()  # cancelled, for Ctrl-C; a no-op for the audit once it is finished
+        # Failed, or cancelled for Ctrl-C; a no-op for the audit when the source itself failed
+        # and said so. Closed before the record is written: a write that fails mid-stream
+        # leaves the source's COPY open on the connection the record needs.
+        stream.close(error=exc if isinstance(exc, Exception) else None)
         if tmp_path is not None and os.path.exists(tmp_path):
             os.unlink(tmp_path)
         if isinstance(exc, OSError):

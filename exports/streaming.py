@@ -69,7 +69,11 @@ class AuditedStream:
             detail=detail,
         )
 
-    def close(self) -> None:
+    def close(self, error: Exception | None = None) -> None:
+        """Stop reading and finish the record: cancelled, or failed with `error` (a consumer's
+        own failure, such as a write to a closed pipe). The source is shut down first: until
+        then it may hold the database connection (an open COPY) that the record is saved
+        through."""
         try:
             self._chunks.close()
         finally:
@@ -78,7 +82,10 @@ class AuditedStream:
                 if close_source is not None:
                     close_source()
             finally:
-                self._finish(Outcome.CANCELLED, detail="closed before the end of the data")
+                if error is not None:
+                    self.fail(error)
+                else:
+                    self._finish(Outcome.CANCELLED, detail="closed before the end of the data")
 
 
 def streaming_download(request, source, *, audit: ExportAudit, filename: str, content_type: str):

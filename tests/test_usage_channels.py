@@ -1,6 +1,9 @@
 """The usage-log CSV through its other channels (admin action, command) and the dashboard page."""
 
 import io
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -234,6 +237,44 @@ def test_command_writes_into_a_fifo_without_replacing_it(tmp_path, some_rows):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     assert received[0].startswith("\ufeff".encode()) and received[0].count(b"\n") == 13
     assert ExportAudit.objects.get().outcome == "ok"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_command_to_a_pipe_closed_early_ends_with_a_failed_record(tmp_path, alice):
+    # `export_usage_logs -o - | head`: the write fails while the COPY is still open. A real
+    # process and pipe; the wait is a guard against a hang, not a measure of speed.
+    from monitoring.models import MessageRequest
+
+    from .backup_support import ROOT, child_database_url, database_password
+
+    key = alice.api_keys.get()
+    MessageRequest.objects.bulk_create(
+        MessageRequest(user=alice, key=key, created_at=T0 + timedelta(seconds=i), model="m",
+                       endpoint="/v1/messages", status_code=200, request_id=f"pipe-{i}")
+        for i in range(20_000)
+    )
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"*:*:*:*:{database_password()}\n")
+    pgpass.chmod(0o600)
+    env = {**os.environ, "DATABASE_URL": child_database_url(), "PGPASSFILE": str(pgpass)}
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "export_usage_logs", "--output", "-"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout.read(1000).startswith("\ufeff".encode())
+        child.stdout.close()
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+            pytest.fail("export_usage_logs hung after its output pipe closed")
+    assert child.returncode == 1
+    assert b"Broken pipe" in stderr
+    audit = ExportAudit.objects.get()
+    assert (audit.channel, audit.outcome) == ("command", "failed")
+    assert "BrokenPipeError" in audit.detail
 
 
 @pytest.mark.django_db
