@@ -328,6 +328,18 @@ def test_bad_filter_gets_400_naming_the_field(admin_client, params, field):
     assert body["error"].startswith(f"{field}:") or f"; {field}:" in body["error"]
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "params, error",
+    [
+        ({"start_time": "soon"}, "start_time: 请输入毫秒时间戳或 ISO 8601 时间。"),
+        ({"start_time": "1800-01-01"}, "start_time: 请输入 1900 年至 9000 年之间的时间。"),
+    ],
+)
+def test_bad_filter_messages_are_in_chinese_by_default(admin_client, params, error):
+    assert admin_client.get(URL, params).json()["error"] == error
+
+
 # --- Limits, audit, streaming -----------------------------------------------------------------
 
 
