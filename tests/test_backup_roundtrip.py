@@ -143,6 +143,10 @@ def test_backup_command_refuses_bad_options_clearly(db, tmp_path):
         call_command("backup_database", "--output", "-", "--verify")
     with pytest.raises(CommandError, match="does not exist"):
         call_command("backup_database", "--output", str(tmp_path / "missing" / "x.dump"))
+    # A trailing slash names a folder: one that does not exist is an error, not a file named so.
+    with pytest.raises(CommandError, match="the folder .*newdir/ does not exist"):
+        call_command("backup_database", "--output", f"{tmp_path}/newdir/")
+    assert not (tmp_path / "newdir").exists()
     assert not locks.lock_status().held
 
 

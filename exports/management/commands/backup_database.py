@@ -39,6 +39,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, exclude_logs, output, keep, verify, **options):
+        if output != "-" and output.endswith(("/", os.sep)) and not Path(output).is_dir():
+            raise CommandError(f"--output: the folder {output} does not exist.")
         folder = Path(output) if output != "-" and Path(output).is_dir() else None
         if keep is not None and (folder is None or keep < 1):
             raise CommandError("--keep: needs --output to be an existing folder, and N of 1 or more.")
