@@ -1,6 +1,7 @@
 """The usage-log filters: one form validates them for the dashboard page, the CSV export and
 `manage.py export_usage_logs`; one function turns them into a queryset."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from django import forms
@@ -44,7 +45,7 @@ class TimestampField(forms.Field):
         else:
             text = str(value).strip()
             try:
-                if text.lstrip("-").isdigit():
+                if re.fullmatch(r"-?[0-9]+", text):
                     parsed = datetime.fromtimestamp(int(text) / 1000, tz=UTC)
                 else:
                     parsed = datetime.fromisoformat(text)
@@ -60,6 +61,21 @@ class TimestampField(forms.Field):
         if not in_range:
             raise forms.ValidationError(self.error_messages["range"], code="range")
         return parsed
+
+
+class WholeNumberField(forms.IntegerField):
+    """ASCII digits only, within PostgreSQL's bigint. Django's IntegerField takes whatever
+    Python's int() takes (full-width and Arabic-Indic digits, 1_0), and an id past bigint
+    matched nothing instead of being refused."""
+
+    def __init__(self, *, max_value=2**63 - 1, **kwargs):
+        super().__init__(max_value=max_value, **kwargs)
+
+    def to_python(self, value):
+        if value not in self.empty_values and not isinstance(value, int):
+            if not re.fullmatch(r"[+-]?[0-9]+", str(value).strip()):
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
 
 
 class StrictBooleanField(forms.Field):
@@ -114,11 +130,11 @@ class TimeWindowForm(forms.Form):
 
 
 class UsageFilterForm(TimeWindowForm):
-    user_id = forms.IntegerField(label=gettext_lazy("User"), required=False, min_value=1)
-    key_id = forms.IntegerField(label=gettext_lazy("Key"), required=False, min_value=1)
-    provider_id = forms.IntegerField(label=gettext_lazy("Provider"), required=False, min_value=1)
+    user_id = WholeNumberField(label=gettext_lazy("User"), required=False, min_value=1)
+    key_id = WholeNumberField(label=gettext_lazy("Key"), required=False, min_value=1)
+    provider_id = WholeNumberField(label=gettext_lazy("Provider"), required=False, min_value=1)
     session_id = forms.CharField(label=gettext_lazy("Session ID"), required=False, max_length=200)
-    status_code = forms.IntegerField(
+    status_code = WholeNumberField(
         label=gettext_lazy("Status code"), required=False, min_value=100, max_value=599
     )
     exclude_status_200 = StrictBooleanField(
@@ -126,7 +142,7 @@ class UsageFilterForm(TimeWindowForm):
     )
     model = forms.CharField(label=gettext_lazy("Model"), required=False, max_length=200)
     endpoint = forms.CharField(label=gettext_lazy("Endpoint"), required=False, max_length=500)
-    min_retry_count = forms.IntegerField(
+    min_retry_count = WholeNumberField(
         label=gettext_lazy("Min retry count"), required=False, min_value=0, max_value=1000
     )
 

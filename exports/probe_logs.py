@@ -31,7 +31,7 @@ from monitoring.masking import mask_url
 from monitoring.models import ProbeLog, ProviderEndpoint
 
 from .audit import Kind, start_audit
-from .filters import TimestampField, TimeWindowForm, filters_for_audit
+from .filters import TimestampField, TimeWindowForm, WholeNumberField, filters_for_audit
 from .streaming import streaming_download
 
 MAX_LINES_DEFAULT = 100
@@ -87,7 +87,7 @@ class ProbeLogFilterForm(TimeWindowForm):
         max_length=200,
         help_text=gettext_lazy("In error messages and error types; a number matches the status."),
     )
-    max_lines = forms.IntegerField(
+    max_lines = WholeNumberField(
         label=gettext_lazy("Max lines"),
         required=False,
         min_value=1,

@@ -25,13 +25,14 @@ from monitoring.models import MessageRequest, RequestDetail
 
 from .access import json_error
 from .audit import Kind, Outcome, finish_audit, start_audit
+from .filters import WholeNumberField
 
 
 class SessionRequestForm(forms.Form):
     """The one validator of the URL, the admin and the command's arguments."""
 
     session_id = forms.CharField(label=gettext_lazy("Session ID"), max_length=200, strip=False)
-    sequence = forms.IntegerField(
+    sequence = WholeNumberField(
         label=gettext_lazy("Sequence"), required=False, min_value=1, max_value=2**31 - 1
     )
     request_id = forms.CharField(label=gettext_lazy("Request ID"), required=False, max_length=64)

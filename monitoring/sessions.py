@@ -23,7 +23,7 @@ from django.utils.http import RFC3986_SUBDELIMS
 from django.utils.translation import gettext_lazy
 
 from accounts.models import ApiKey, User
-from exports.filters import TimeWindowForm
+from exports.filters import TimeWindowForm, WholeNumberField
 from exports.usage import total_tokens_expr
 
 from .models import MessageRequest, Provider, RequestDetail
@@ -33,8 +33,8 @@ REQUESTS_PER_PAGE = 100
 
 
 class SessionFilterForm(TimeWindowForm):
-    user_id = forms.IntegerField(label=gettext_lazy("User"), required=False, min_value=1)
-    key_id = forms.IntegerField(label=gettext_lazy("Key"), required=False, min_value=1)
+    user_id = WholeNumberField(label=gettext_lazy("User"), required=False, min_value=1)
+    key_id = WholeNumberField(label=gettext_lazy("Key"), required=False, min_value=1)
 
 
 def session_url(viewname: str, session_id: str, *args) -> str:

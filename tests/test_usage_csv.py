@@ -318,6 +318,13 @@ def test_filters_combine_with_and(admin_client, mixed_rows, alice):
         ({"min_retry_count": "-1"}, "min_retry_count"),
         ({"session_id": "x" * 201}, "session_id"),
         ({"start_time": "2026-02-01", "end_time": "2026-01-01"}, "end_time"),
+        # Python's int() takes these; a filter does not.
+        ({"user_id": "\uff11"}, "user_id"),  # full-width 1
+        ({"status_code": "\uff15\uff10\uff10"}, "status_code"),
+        ({"min_retry_count": "\u0663"}, "min_retry_count"),  # Arabic-Indic 3
+        ({"key_id": "1_0"}, "key_id"),
+        ({"start_time": "\uff11\uff17" + "\uff10" * 11}, "start_time"),  # full-width ms
+        ({"provider_id": "99999999999999999999999"}, "provider_id"),  # past bigint
     ],
 )
 def test_bad_filter_gets_400_naming_the_field(admin_client, params, field):
