@@ -272,6 +272,16 @@ class MessageRequestAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_changelist_instance(self, request):
+        # Django answers a bad filter value with a bare redirect to ?e=1; say which one it was.
+        try:
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            self.message_user(
+                request, _("Filters not applied: %(error)s") % {"error": exc}, messages.ERROR
+            )
+            raise
+
     def get_queryset(self, request):
         # Staff who are not admins (given view permission by hand) see their own rows only,
         # in the list, the change pages and the export action alike.

@@ -130,9 +130,13 @@ def test_changelist_endpoint_filter_ignores_case_and_trailing_slash(admin_client
      {"start_time": "yesterday"}, {"start_time": "2026-01-02", "end_time": "2026-01-01"}],
 )
 def test_changelist_bad_filter_values_are_a_notice_not_a_500(admin_client, some_rows, params):
-    response = admin_client.get(CHANGELIST, params)
+    response = admin_client.get(CHANGELIST, params, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 302
     assert response["Location"].endswith("?e=1")
+    # The notice on the page it redirects to names the field that was wrong.
+    page = admin_client.get(response["Location"], HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    field = "end_time" if "end_time" in params else next(iter(params))
+    assert f"Filters not applied: {field}:" in page
 
 
 # --- Command ---------------------------------------------------------------------------------
