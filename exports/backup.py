@@ -139,10 +139,23 @@ class PassFile:
             self.path = None
 
 
+# libpq's environment settings that carry no credential: how to reach and trust the server
+# (TLS files and modes, Kerberos/GSS, service files). The Django connection honours them, so
+# pg_dump must too, or a deployment that sets e.g. PGSSLROOTCERT passes the checks and then
+# fails its backups. PGPASSWORD, DATABASE_URL and the rest are never passed on.
+LIBPQ_ENV = (
+    "PGSSLMODE", "PGREQUIRESSL", "PGSSLNEGOTIATION", "PGSSLCOMPRESSION", "PGSSLCERT", "PGSSLKEY",
+    "PGSSLROOTCERT", "PGSSLCRL", "PGSSLCRLDIR", "PGSSLSNI", "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION", "PGREQUIREPEER", "PGREQUIREAUTH", "PGCHANNELBINDING",
+    "PGGSSENCMODE", "PGKRBSRVNAME", "PGGSSLIB", "PGGSSDELEGATION", "PGSERVICE",
+    "PGSERVICEFILE", "PGSYSCONFDIR", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS",
+)
+
+
 def child_env(passfile: PassFile) -> dict[str, str]:
     """A minimal environment: nothing from ours that could carry a credential."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "PGCONNECT_TIMEOUT": "10"}
-    for name in ("HOME", "TZ", "TMPDIR"):
+    for name in ("HOME", "TZ", "TMPDIR", *LIBPQ_ENV):
         if name in os.environ:
             env[name] = os.environ[name]
     if passfile.path:

@@ -16,9 +16,11 @@ from exports import locks
 from exports.audit import Kind
 from exports.backup import (
     BackupError,
+    PassFile,
     ToolUnavailable,
     backup_filename,
     check_versions,
+    child_env,
     connection_params,
     database_password,
     dump_args,
@@ -339,3 +341,21 @@ def test_staff_who_are_not_admins_cannot_use_the_admin_entry(db, client):
     response = client.get("/admin/exports/exportaudit/backup/?mode=full")
     assert response.status_code == 403
     assert not pg_dump_processes(os.getpid())
+
+
+def test_pg_dump_gets_libpq_settings_that_carry_no_credential(monkeypatch):
+    # How to reach and trust the server, as the Django connection reads them; never a secret.
+    monkeypatch.setenv("PGSSLROOTCERT", "/etc/hub/root.crt")
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    monkeypatch.setenv("PGSERVICEFILE", "/etc/hub/pg_service.conf")
+    monkeypatch.setenv("PGPASSWORD", "hunter2")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:hunter2@h/db")
+    passfile = PassFile("hunter2")
+    try:
+        env = child_env(passfile)
+    finally:
+        passfile.remove()
+    assert env["PGSSLROOTCERT"] == "/etc/hub/root.crt" and env["PGSSLMODE"] == "verify-full"
+    assert env["PGSERVICEFILE"] == "/etc/hub/pg_service.conf"
+    assert "PGPASSWORD" not in env and "DATABASE_URL" not in env
+    assert "hunter2" not in "".join(env.values())
