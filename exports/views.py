@@ -1,3 +1,4 @@
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
 from monitoring.models import ProviderEndpoint
@@ -26,7 +27,7 @@ def usage_csv(request):
 def probe_logs_txt(request, endpoint_id):
     endpoint = ProviderEndpoint.objects.select_related("provider").filter(pk=endpoint_id).first()
     if endpoint is None:
-        return json_error(404, f"No endpoint with id {endpoint_id}.")
+        return json_error(404, _("No endpoint with id %(id)s.") % {"id": endpoint_id})
     form = ProbeLogFilterForm(request.GET)
     if not form.is_valid():
         return json_error(400, form.error_text(), fields=form.errors.get_json_data())

@@ -1,4 +1,6 @@
 from django.http import HttpResponseBadRequest
+from django.utils import translation
+from django.utils.translation import gettext as _
 
 from exports.access import json_error
 
@@ -15,7 +17,7 @@ class RejectNulMiddleware:
     def __call__(self, request):
         if "\x00" in request.path_info:
             # Ids in paths too (a session id, %00 decoded): none can hold NUL.
-            return self.reject(request, "path", "The path holds a NUL character.")
+            return self.reject(request, "path", in_path=True)
         params = [request.GET]
         # Not multipart: reading it here would parse uploads before a view (the restore) has
         # chosen its upload handlers.
@@ -27,8 +29,18 @@ class RejectNulMiddleware:
                     return self.reject(request, name.replace("\x00", ""))
         return self.get_response(request)
 
-    def reject(self, request, name: str, message: str = ""):
-        message = message or f"The parameter {name!r} holds a NUL character."
+    def reject(self, request, name: str, *, in_path: bool = False):
+        # This runs before LocaleMiddleware: pick the language as it would. The ingest API
+        # answers in English, as its views do (monitoring.api.in_english).
+        if request.path.startswith("/api/"):
+            language = "en"
+        else:
+            language = translation.get_language_from_request(request)
+        with translation.override(language):
+            if in_path:
+                message = _("The path holds a NUL character.")
+            else:
+                message = _("The parameter %(name)s holds a NUL character.") % {"name": repr(name)}
         if request.path.startswith(("/exports/", "/api/")):
             # The shape of every other 400 of the export and ingest endpoints.
             return json_error(400, message, fields={name: [{"message": message, "code": "nul"}]})

@@ -313,7 +313,7 @@ def test_anonymous_and_non_admins_get_401_and_a_denied_record(anon_client, alice
 def test_an_unknown_endpoint_is_a_404(admin_client):
     response = admin_client.get(reverse("exports:probe-logs-txt", args=[987654]))
     assert response.status_code == 404
-    assert "987654" in response.json()["error"]
+    assert response.json()["error"] == "不存在 id 为 987654 的端点。"
 
 
 @pytest.mark.django_db

@@ -48,6 +48,12 @@ def test_sessions_are_listed_newest_first_within_the_last_7_days(admin_client, s
     assert b'id="default-window"' in response.content
 
 
+def test_the_default_window_is_explained_in_chinese_by_default(admin_client, sessions):
+    html = admin_client.get(LIST).content.decode()
+    assert "最近 7 天内活跃的 Session" in html and "“全部时间”" in html
+    assert "Sessions active in the last" not in html
+
+
 def test_all_time_shows_older_sessions(admin_client, sessions):
     assert session_ids(admin_client.get(LIST + "?start_time=0")) == ["s-bob", "s-alice", "s-old"]
 
@@ -100,6 +106,26 @@ def test_the_pages_are_for_admins_only(alice_client, anon_client, sessions, path
     assert alice_client.get(path).status_code == 403
     response = anon_client.get(path)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_a_non_admin_gets_the_dashboards_translated_403_page(alice_client, sessions):
+    response = alice_client.get(LIST)
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert 'class="topbar"' in html and 'id="error-page"' in html  # the dashboard's base template
+    assert "无权访问" in html and "没有访问此页面的权限" in html
+    assert 'href="/dashboard/">返回仪表盘</a>' in html
+    assert "Forbidden" not in html
+    english = alice_client.get(LIST, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Access denied" in english and "Back to the dashboard" in english
+
+
+def test_an_anonymous_visitor_gets_the_styled_404_page(anon_client, db):
+    response = anon_client.get("/dashboard/no-such-page/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert 'id="error-page"' in html and "页面不存在" in html and 'href="/dashboard/"' in html
+    assert "Sign out" not in html and "退出" not in html
 
 
 def test_the_nav_link_is_shown_to_admins_only(admin_client, alice_client, sessions):
@@ -204,6 +230,6 @@ def test_a_session_id_with_nul_is_a_400_not_a_500(admin_client, db):
     # No session id holds NUL (PostgreSQL text cannot): the path is refused before any query.
     response = admin_client.get("/dashboard/sessions/a%00b/")
     assert response.status_code == 400
-    assert b"holds a NUL character" in response.content
+    assert "路径中含有 NUL 字符" in response.content.decode()
     export = admin_client.get("/exports/sessions/a%00b/requests/1.json")
     assert export.status_code == 400 and "NUL" in export.json()["error"]
