@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import translation
 
@@ -67,7 +68,7 @@ class Command(BaseCommand):
                 )
             )
         filters = scope_filters(user, form.cleaned_data)
-        with translation.override(language or translation.get_language()):
+        with translation.override(language or settings.LANGUAGE_CODE):
             export = usage_csv_export(filter_usage(filters))
         result = write_export(
             export.source,
