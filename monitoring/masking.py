@@ -102,15 +102,20 @@ def is_secret_header(name) -> bool:
     return key in SECRET_HEADERS or key.endswith(SECRET_HEADER_SUFFIXES)
 
 
-# `Name:` at the start of a word: a header written as a line. Possessive, and tried only where
-# a word starts, so one pass over the text.
-_HEADER_LINE_NAME_RE = re.compile(r"(?<!\S)([!#$%&'*+.^_`|~0-9A-Za-z-]++)([ \t]*+:[ \t]*+)")
+# `Name:` where a name starts (not inside another token): a header written as a line, bare,
+# quoted or bracketed (`-H 'Authorization: …'`, `(x-api-key: …)`, `{"Authorization": "…"}`).
+# Possessive, and tried only where a name can start, so one pass over the text.
+_TOKEN_CHARS = "!#$%&*+.^_`|~0-9A-Za-z-"
+_HEADER_LINE_NAME_RE = re.compile(
+    rf"(?<![{_TOKEN_CHARS}])([{_TOKEN_CHARS}]++)(([\"']?)[ \t]*+:[ \t]*+([\"']?))"
+)
 _LINE_END_RE = re.compile(r"[\r\n]")
 
 
 def mask_header_lines(text: str) -> str:
     """`Authorization: Bearer ...` inside a string (curl's -H list, a raw request head, an
-    error quoting a request): the rest of the line after a secret header's name is masked."""
+    error quoting a request, JSON written into text): the value after a secret header's name
+    is masked, up to the end of the line or the quote that closes it."""
     if not isinstance(text, str) or ":" not in text:
         return text
     parts, done = [], 0
@@ -119,6 +124,13 @@ def mask_header_lines(text: str) -> str:
             continue
         line_end = _LINE_END_RE.search(text, match.end())
         end = line_end.start() if line_end else len(text)
+        # A quoted value ('Authorization: Bearer x' or "Authorization": "Bearer x") ends at
+        # its closing quote.
+        before = text[match.start() - 1] if match.start() else ""
+        quote = match.group(4) or (before if before in "\"'" and not match.group(3) else "")
+        if quote:
+            closing = text.find(quote, match.end(), end)
+            end = closing if closing != -1 else end
         parts += [text[done:match.end()], mask_secret_value(text[match.end():end])]
         done = end
     return "".join(parts) + text[done:] if parts else text
@@ -267,10 +279,13 @@ def mask_secret_fields(value):
     modification, a URL's ?key=) are masked at any depth, whatever STORE_SESSION_MESSAGES
     says."""
     if isinstance(value, dict):
-        return {
+        masked = {
             k: _mask_secret_leaves(v) if is_secret_field(k) else mask_secret_fields(v)
             for k, v in value.items()
         }
+        # A header as an object ({"name": "Authorization", "value": ...}: HAR files, header
+        # modifications): every value-carrying field of a secret one.
+        return _mask_header_modification(masked)
     if isinstance(value, str):
         return mask_header_lines(mask_url_like(value))
     if isinstance(value, list):

@@ -493,3 +493,37 @@ def test_headers_written_as_lines_are_masked(store, anon_client, alice, settings
     )
     assert stored.special_settings["headerModifications"] == ["set Proxy-Authorization: Basic [REDACTED]"]
     assert stored.headers == {"Authorization:": "Bearer sk-a******tail"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"curl -H 'Authorization: Bearer {SECRET}' https://api.example/v1/messages",
+        f'curl -H "x-api-key: {SECRET}" -d @body.json',
+        f"upstream refused (Authorization: Bearer {SECRET})",
+        f"error: [x-goog-api-key: {SECRET}]",
+        f'{{"Authorization": "Bearer {SECRET}", "accept": "*/*"}}',
+        f"{{'authorization': 'Bearer {SECRET}'}}",
+    ],
+)
+def test_headers_quoted_or_bracketed_inside_text_are_masked(store, settings, text):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, raw = store(meta={"note": text})
+    assert "SECRETSECRET" not in raw
+    assert "sk-a******" in stored.meta["note"]
+
+
+def test_a_quoted_header_value_is_masked_up_to_its_closing_quote(store, settings):
+    settings.STORE_SESSION_MESSAGES = True
+    stored, _ = store(meta={"note": f"curl -H 'Authorization: Bearer {SECRET}' https://api.example/v1"})
+    assert stored.meta["note"] == "curl -H 'Authorization: Bearer sk-a******tail' https://api.example/v1"
+
+
+def test_headers_as_name_value_objects_are_masked(store):
+    # HAR files and several proxies' logs: [{"name": ..., "value": ...}, ...].
+    har = [{"name": "Authorization", "value": f"Bearer {SECRET}"}, {"name": "Accept", "value": "*/*"}]
+    stored, raw = store(meta={"har_headers": har})
+    assert "SECRETSECRET" not in raw
+    assert stored.meta["har_headers"] == [
+        {"name": "Authorization", "value": "Bearer sk-a******tail"}, {"name": "Accept", "value": "*/*"}
+    ]
