@@ -66,10 +66,11 @@ def database_down_as_503(view):
         try:
             return view(request, *args, **kwargs)
         except (OperationalError, InterfaceError) as exc:
-            # libpq's message names host and port, never the password.
+            # libpq's message names the host, port and user: the log has it, the answer (which
+            # may go to an anonymous client) does not.
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.error("database_export_error path=%s status=503 error=%s", request.path, error)
-            return json_error(503, _("Database unreachable: %(error)s") % {"error": error})
+            return json_error(503, _("Database unreachable."))
 
     return wrapper
 

@@ -1,5 +1,6 @@
 """Settings for the hub, read from the environment (see .env.example for every variable)."""
 
+import re
 from pathlib import Path
 
 import environ
@@ -21,11 +22,11 @@ def env_number(name, default, *, low, high=None, cast=int):
     raw = env.str(name, default="").strip()
     if not raw:
         return default
-    try:
-        value = cast(raw)
-    except ValueError:
+    pattern = r"[+-]?[0-9]+" if cast is int else r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+    if not re.fullmatch(pattern, raw):  # int() and float() also take 1_000, full-width digits, nan
         kind = "a whole number" if cast is int else "a number"
-        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind} (see .env.example).") from None
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind} (see .env.example).")
+    value = cast(raw)
     if value < low or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
         raise ImproperlyConfigured(f"{name}={raw} is out of range: it must be {bounds}.")
@@ -185,7 +186,7 @@ LOGGING = {
 # --- Stored request details (session request export) ---------------------------------------
 # Message content in stored request bodies is replaced by [REDACTED] unless this is true.
 STORE_SESSION_MESSAGES = env.bool("STORE_SESSION_MESSAGES", default=False)
-SESSION_DETAILS_RETENTION_DAYS = env_number("SESSION_DETAILS_RETENTION_DAYS", 7, low=0)
+SESSION_DETAILS_RETENTION_DAYS = env_number("SESSION_DETAILS_RETENTION_DAYS", 7, low=1)
 # `manage.py prune_session_details` deletes this many details per statement.
 SESSION_DETAILS_PRUNE_BATCH = env_number("SESSION_DETAILS_PRUNE_BATCH", 5000, low=1)
 # Sessions per page on /dashboard/sessions/.

@@ -27,6 +27,11 @@ def load_settings(**env):
         ("BACKUP_COMPRESSION_LEVEL", "10", "it must be from 0 to 9"),
         ("BACKUP_LOCK_TTL_MS", "abc", "BACKUP_LOCK_TTL_MS='abc' is not a whole number"),
         ("PROBE_METHOD", "udp", "PROBE_METHOD='udp': use tcp, head or get."),
+        ("SESSION_DETAILS_RETENTION_DAYS", "0", "it must be 1 or more"),
+        ("PROBE_JITTER", "nan", "PROBE_JITTER='nan' is not a number"),
+        ("PROBE_INTERVAL_S", "inf", "PROBE_INTERVAL_S='inf' is not a number"),
+        ("INGEST_MAX_ROWS", "1_000", "INGEST_MAX_ROWS='1_000' is not a whole number"),
+        ("USAGE_PAGE_SIZE", "\uff15\uff10", "is not a whole number"),
     ],
 )
 def test_a_setting_out_of_range_stops_start_up_naming_the_variable(name, value, message):
@@ -36,6 +41,6 @@ def test_a_setting_out_of_range_stops_start_up_naming_the_variable(name, value, 
 
 
 def test_empty_values_take_the_defaults_and_floats_are_read():
-    result = load_settings(USAGE_EXPORT_MAX_ROWS="", PROBE_JITTER="0.25")
+    result = load_settings(USAGE_EXPORT_MAX_ROWS="", PROBE_JITTER=".25", PROBE_INTERVAL_S="1e2")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["None", "0.25"]
