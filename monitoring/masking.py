@@ -359,10 +359,8 @@ def _mask_header_modification(mod):
 def mask_special_settings(special: dict, *, store_messages: bool | None = None) -> dict:
     if store_messages is None:
         store_messages = settings.STORE_SESSION_MESSAGES
+    # mask_secret_fields masks header modifications too (any object naming a secret header).
     special = mask_secret_fields(dict(special or {}))
-    headers = special.get("headerModifications")
-    if isinstance(headers, list):
-        special["headerModifications"] = [_mask_header_modification(m) for m in headers]
     bodies = special.get("bodyModifications")
     if isinstance(bodies, list):
         special["bodyModifications"] = [_redact_modification(m, store_messages) for m in bodies]

@@ -21,8 +21,6 @@ class Command(BaseCommand):
     def handle(self, *args, batch_size, **options):
         days = settings.SESSION_DETAILS_RETENTION_DAYS
         batch_size = settings.SESSION_DETAILS_PRUNE_BATCH if batch_size is None else batch_size
-        if days < 0:
-            raise CommandError("SESSION_DETAILS_RETENTION_DAYS must be 0 or more.")
         if batch_size < 1:
             raise CommandError("--batch-size must be 1 or more.")
         cutoff = retention_cutoff(days)
