@@ -1,11 +1,9 @@
 """Database backup download, restore upload and the data-management page (admins only)."""
 
-import functools
 import logging
 
 from django import forms
 from django.contrib import messages
-from django.db import InterfaceError, OperationalError
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -57,24 +55,6 @@ class RestoreForm(forms.Form):
     )
 
 
-def database_down_as_503(view):
-    """With the database itself down, who is asking (the session) and the audit record cannot
-    be read or written: answer the backup's own 503 JSON, not Django's 500 page."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            # libpq's message names the host, port and user: the log has it, the answer (which
-            # may go to an anonymous client) does not.
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("database_export_error path=%s status=503 error=%s", request.path, error)
-            return json_error(503, _("Database unreachable."))
-
-    return wrapper
-
-
 def backup_error_response(exc: BackupError):
     if isinstance(exc, LockHeld):
         response = json_error(409, LOCK_HELD_ERROR, detail=_("Wait for it to finish, then try again."))
@@ -103,7 +83,6 @@ def backup_download(request, *, exclude_logs: bool, channel: str):
 
 
 @require_safe
-@database_down_as_503
 @export_view(Kind.DATABASE_BACKUP)
 def database_backup(request):
     form = BackupForm(request.GET)
@@ -116,7 +95,6 @@ def database_backup(request):
 # does; hence csrf_exempt on the view and csrf_protect on the part that reads the form.
 @csrf_exempt
 @require_POST
-@database_down_as_503
 @export_view(Kind.DATABASE_RESTORE)
 def database_restore(request):
     limit = RestoreUploadHandler(request).limit

@@ -123,6 +123,7 @@ def test_the_database_down_gives_a_503_json_not_an_error_page(admin_client, anon
     db["PORT"] = dead_port = free_port()
     try:
         responses = [admin_client.get(URL), anon_client.get(URL), admin_client.post("/exports/database-restore")]
+        pages = [admin_client.get("/dashboard/settings/data/"), admin_client.get("/admin/")]
     finally:
         connection.close()
         db["PORT"] = port
@@ -134,6 +135,11 @@ def test_the_database_down_gives_a_503_json_not_an_error_page(admin_client, anon
         assert str(dead_port) not in response.content.decode()
         if db["PASSWORD"]:
             assert db["PASSWORD"] not in response.content.decode()
+    # Every other page too: a 503 saying so, not Django's 500 page.
+    for page in pages:
+        assert page.status_code == 503
+        assert page.content.decode().startswith("Database unreachable")
+        assert str(dead_port) not in page.content.decode()
     assert not locks.lock_status().held
     assert not pg_dump_processes(os.getpid())
 
@@ -361,3 +367,22 @@ def test_pg_dump_gets_libpq_settings_that_carry_no_credential(monkeypatch):
     assert env["PGSERVICEFILE"] == "/etc/hub/pg_service.conf"
     assert "PGPASSWORD" not in env and "DATABASE_URL" not in env
     assert "hunter2" not in "".join(env.values())
+
+
+def test_only_a_lost_connection_counts_as_the_database_down():
+    from django.db import OperationalError
+
+    import psycopg
+    from hub.middleware import is_connection_failure
+
+    def wrapped(cause):
+        error = OperationalError(str(cause))
+        error.__cause__ = cause
+        return error
+
+    assert is_connection_failure(wrapped(psycopg.OperationalError("connection refused")))
+    assert is_connection_failure(wrapped(psycopg.errors.AdminShutdown("terminating connection")))
+    # A query cancelled by a timeout or a deadlock is the query's failure, not an outage.
+    assert not is_connection_failure(wrapped(psycopg.errors.QueryCanceled("statement timeout")))
+    assert not is_connection_failure(wrapped(psycopg.errors.DeadlockDetected("deadlock")))
+    assert not is_connection_failure(ValueError("unrelated"))
